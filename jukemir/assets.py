@@ -1,0 +1,246 @@
+"""THE download helper: manifests of remote files, resumable checksummed downloads.
+
+An :class:`Asset` is one remote file: a tag, where it goes under the cache
+(``path_rel``), the URLs to try in order, and a checksum (md5/sha1/sha256,
+inferred from the hex length as in the original; ``None`` skips verification).
+
+:func:`retrieve` downloads an asset to ``<cache>/<path_rel>``:
+
+* it streams into ``<dest>.part`` and resumes an interrupted download with an
+  HTTP ``Range`` request (restarting if the server ignores it);
+* it retries each URL with exponential backoff, then moves on to the next URL;
+* the checksum is verified before the ``.part`` file is renamed to its real
+  name, so a partial or wrong file is never mistaken for a complete one;
+* ``mirror`` (or ``$JUKEMIR_MIRROR``) is a base URL or folder tried first, at
+  ``<mirror>/<path_rel>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from . import cache
+
+MIRROR_ENV = "JUKEMIR_MIRROR"
+CHUNK = 1 << 20
+_ALGORITHMS = {32: "md5", 40: "sha1", 64: "sha256"}
+
+
+class DownloadError(RuntimeError):
+    """A download failed; the message names the asset, the URL(s) and the reason."""
+
+
+class ChecksumError(DownloadError):
+    """The downloaded bytes do not match the manifest checksum."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One remote file. ``urls`` are tried in order; ``checksum`` is hex md5/sha1/sha256 or None."""
+
+    tag: str
+    path_rel: str
+    urls: tuple = field(default_factory=tuple)
+    checksum: str | None = None
+    size: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "urls", tuple(self.urls))
+        if self.checksum is not None and len(self.checksum) not in _ALGORITHMS:
+            raise ValueError(f"asset {self.tag}: checksum of length {len(self.checksum)} is not md5/sha1/sha256")
+        if Path(self.path_rel).is_absolute() or ".." in Path(self.path_rel).parts:
+            raise ValueError(f"asset {self.tag}: path_rel must be relative and inside the cache: {self.path_rel}")
+
+    @property
+    def algorithm(self) -> str | None:
+        return _ALGORITHMS[len(self.checksum)] if self.checksum else None
+
+
+def checksum_algorithm(checksum: str) -> str:
+    """``md5``/``sha1``/``sha256`` from the length of a hex digest."""
+    try:
+        return _ALGORITHMS[len(checksum)]
+    except KeyError:
+        raise ValueError(f"checksum {checksum!r} is not an md5, sha1 or sha256 hex digest") from None
+
+
+def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(asset: Asset, path: str | os.PathLike) -> bool:
+    """True when ``path`` matches the asset's checksum (always True without one)."""
+    if asset.checksum is None:
+        return Path(path).is_file()
+    return file_checksum(path, asset.algorithm) == asset.checksum.lower()
+
+
+def load_manifest(path: str | os.PathLike) -> dict[str, Asset]:
+    """Read a manifest JSON: ``TAG -> {path_rel, url | urls, checksum[, size]}`` (the original's format)."""
+    raw = json.loads(Path(path).read_text())
+    assets = {}
+    for tag, entry in raw.items():
+        if tag != tag.upper():
+            raise ValueError(f"{path}: asset tag {tag!r} must be upper case")
+        urls = entry.get("urls") or ([entry["url"]] if entry.get("url") else [])
+        assets[tag] = Asset(tag, entry["path_rel"].strip(), tuple(urls), entry.get("checksum"), entry.get("size"))
+    return assets
+
+
+def _candidate_urls(asset: Asset, mirror: str | None) -> list[str]:
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
+    urls = []
+    if mirror:
+        if "://" not in mirror:
+            mirror = Path(mirror).resolve().as_uri()
+        urls.append(mirror.rstrip("/") + "/" + urllib.parse.quote(asset.path_rel))
+    return urls + list(asset.urls)
+
+
+def _fetch(url: str, part: Path, timeout: float, progress) -> None:
+    """Stream ``url`` into ``part``, resuming from its current size when the server allows."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "jukemir"})
+    if have and not url.startswith("file:"):
+        request.add_header("Range", f"bytes={have}-")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        status = getattr(response, "status", 200)
+        if have and status != 206:
+            have = 0  # the server ignored the range: start over
+        total = response.headers.get("Content-Length")
+        total = int(total) + have if total is not None else None
+        if progress is not None:
+            progress.reset(total=total)
+            progress.update(have)
+        with open(part, "ab" if have else "wb") as out:
+            for chunk in iter(lambda: response.read(CHUNK), b""):
+                out.write(chunk)
+                if progress is not None:
+                    progress.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and part.stat().st_size != total:
+            raise DownloadError(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def retrieve(
+    asset: Asset,
+    root: str | os.PathLike | None = None,
+    *,
+    mirror: str | None = None,
+    retries: int = 3,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
+    """Make sure ``asset`` is at ``<root>/<path_rel>`` (root: the cache) and verified; return its path.
+
+    An existing file that fails verification is set aside (renamed ``.bad``)
+    and downloaded again. Raises :class:`DownloadError` naming the asset, the
+    URLs tried and why each failed.
+    """
+    root = Path(root) if root is not None else cache.cache_dir()
+    dest = root / asset.path_rel
+    if dest.is_file():
+        if verify(asset, dest):
+            return dest
+        dest.replace(dest.with_name(dest.name + ".bad"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    urls = _candidate_urls(asset, mirror)
+    if not urls:
+        raise DownloadError(f"asset {asset.tag}: no URL to download it from; place it at {dest}")
+    errors = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc=asset.tag, unit="B", unit_scale=True, leave=False, dynamic_ncols=True)
+    try:
+        for url in urls:
+            for attempt in range(retries + 1):
+                try:
+                    _fetch(url, part, timeout, bar)
+                except urllib.error.HTTPError as exc:
+                    reason = f"HTTP {exc.code} {exc.reason}"
+                    errors.append(f"{url}: {reason}")
+                    if exc.code == 416:  # range past the end: the .part is bad
+                        part.unlink(missing_ok=True)
+                    if exc.code in (404, 410, 403, 401):
+                        break  # no point retrying this URL
+                except (urllib.error.URLError, OSError, DownloadError) as exc:
+                    errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+                else:
+                    if verify(asset, part):
+                        os.replace(part, dest)
+                        return dest
+                    got = file_checksum(part, asset.algorithm)
+                    part.unlink(missing_ok=True)
+                    errors.append(f"{url}: checksum mismatch ({asset.algorithm} {got}, expected {asset.checksum})")
+                    break
+                if attempt < retries:
+                    time.sleep(backoff * (2**attempt))
+    finally:
+        if bar is not None:
+            bar.close()
+    if errors and all("checksum mismatch" in e for e in errors[-1:]):
+        raise ChecksumError(f"asset {asset.tag}: " + "; ".join(errors))
+    raise DownloadError(f"asset {asset.tag}: download failed: " + "; ".join(errors))
+
+
+def retrieve_many(
+    assets: Sequence[Asset] | Iterable[Asset],
+    root: str | os.PathLike | None = None,
+    *,
+    jobs: int = 4,
+    mirror: str | None = None,
+    **kwargs,
+) -> tuple[list[Path], list[str]]:
+    """Retrieve several assets with ``jobs`` threads; return (paths, error messages).
+
+    One failed asset does not stop the others.
+    """
+    from tqdm import tqdm
+
+    assets = list(assets)
+    paths, errors = [], []
+
+    def one(asset):
+        try:
+            return retrieve(asset, root, mirror=mirror, progress=False, **kwargs), None
+        except DownloadError as exc:
+            return None, str(exc)
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for path, err in tqdm(pool.map(one, assets), total=len(assets), desc="download", unit="file"):
+            (paths.append(path) if path else errors.append(err))
+    return paths, errors
+
+
+def copy_into_cache(src: str | os.PathLike, asset: Asset, root: str | os.PathLike | None = None) -> Path:
+    """Install a file the user obtained by hand as ``asset`` (verified before it is accepted)."""
+    root = Path(root) if root is not None else cache.cache_dir()
+    if not verify(asset, src):
+        raise ChecksumError(f"asset {asset.tag}: {src} does not match checksum {asset.checksum}")
+    dest = root / asset.path_rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest

@@ -1,0 +1,68 @@
+"""The cache root and the path of every pipeline stage's output.
+
+Layout (the original's, REFERENCE section 2), under ``$JUKEMIR_CACHE_DIR``
+(default ``~/.jukemir/cache``)::
+
+    datasets/<name>/...                                   raw downloaded assets
+    processed/<dataset>/meta.json, wav/<uid>.wav          decoded datasets
+    representations/<dataset>/<representation>/<uid>.npy  features
+    probes/<dataset>/<representation>/<cfg_uid>/...       trained probes
+    models/<representation>/...                           converted model weights
+
+Directories are created on demand by the functions that return them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "JUKEMIR_CACHE_DIR"
+
+
+def cache_dir(create: bool = True) -> Path:
+    """Return the absolute cache root (``$JUKEMIR_CACHE_DIR`` or ``~/.jukemir/cache``)."""
+    root = os.environ.get(ENV_VAR)
+    path = Path(root).expanduser() if root else Path.home() / ".jukemir" / "cache"
+    path = path.resolve()
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sub(*parts: str, create: bool = True) -> Path:
+    path = cache_dir(create=create).joinpath(*parts)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def datasets_dir(create: bool = True) -> Path:
+    """Raw downloaded assets: ``<cache>/datasets``."""
+    return _sub("datasets", create=create)
+
+
+def processed_dir(dataset: str | None = None, create: bool = True) -> Path:
+    """Processed datasets: ``<cache>/processed[/<dataset>]``."""
+    return _sub("processed", *([dataset] if dataset else []), create=create)
+
+
+def representations_dir(
+    dataset: str | None = None, representation: str | None = None, create: bool = True
+) -> Path:
+    """Features: ``<cache>/representations[/<dataset>[/<representation>]]``."""
+    parts = [p for p in (dataset, representation) if p]
+    return _sub("representations", *parts, create=create)
+
+
+def probes_dir(
+    dataset: str | None = None, representation: str | None = None, create: bool = True
+) -> Path:
+    """Trained probes: ``<cache>/probes[/<dataset>[/<representation>]]``."""
+    parts = [p for p in (dataset, representation) if p]
+    return _sub("probes", *parts, create=create)
+
+
+def models_dir(name: str | None = None, create: bool = True) -> Path:
+    """Downloaded and converted model weights: ``<cache>/models[/<name>]``."""
+    return _sub("models", *([name] if name else []), create=create)

@@ -1,0 +1,122 @@
+"""The ``jukemir`` command: one subcommand per pipeline stage.
+
+Thin by design: each subcommand parses its arguments and calls one library
+function. ``jukemir <command> --help`` documents each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+# ---------------------------------------------------------------- extract
+def _add_extract(sub):
+    p = sub.add_parser(
+        "extract",
+        help="embed a folder of audio into a folder of .npy vectors",
+        formatter_class=_Formatter,
+        description="Embed every file of INPUT_DIR (sorted by name) into OUTPUT_DIR/<stem>.npy.\n"
+        "Existing valid outputs are skipped; a bad file is reported and skipped; the exit\n"
+        "status is non-zero if any file failed. Failures are also logged to\n"
+        "OUTPUT_DIR/.jukemir/errors.jsonl.",
+    )
+    p.add_argument("representation", help="chroma, mfcc, choi, musicnn, clmr or jukebox")
+    p.add_argument("input_dir", nargs="?", default="/input", help="folder of audio files")
+    p.add_argument("output_dir", nargs="?", default="/output", help="folder for <stem>.npy outputs")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="files per batch (with --batch_idx)")
+    p.add_argument("--batch_idx", "--batch-idx", type=int, default=None, help="process only batch I of the sorted list")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--workers", type=int, default=2, help="audio-decoding threads running ahead of the model")
+    p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--representations", default=None, help=argparse.SUPPRESS)  # the original's unused flag
+    g = p.add_argument_group("model options (each applies to the representation named)")
+    g.add_argument("--weights", default=None, help="path to weights, overriding the download (musicnn/choi/clmr/jukebox)")
+    g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None, help="jukebox arithmetic; fp32 = the original's")
+    g.add_argument("--layers", type=_int_list, default=None, help="jukebox: comma-separated block outputs, e.g. 12,24,36")
+    g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox: mean over time, or keep the time axis")
+    g.add_argument("--allow-short", action="store_true", default=None, help="jukebox: accept clips shorter than 8192 tokens")
+    g.add_argument("--model", dest="model", default=None, help="musicnn: MSD_musicnn_big (paper), MSD_musicnn, MTT_musicnn; jukebox: 5b")
+    g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 = the original (overflows to inf)")
+    g.add_argument("--choi-batch-stats", choices=["on", "off"], default=None, help="choi: on = the original's batch-dependent features")
+    g.add_argument("--clmr-frame", type=int, default=None, help="clmr: 59409 = the paper's, 59049 = corrected")
+    p.set_defaults(func=_cmd_extract)
+
+
+REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame")
+
+
+def _cmd_extract(args) -> int:
+    from .representations.folder import run_folder
+
+    options = {k: getattr(args, k) for k in REP_OPTIONS if getattr(args, k) is not None}
+    if args.device is not None:
+        options["device"] = args.device
+    report = run_folder(
+        args.representation,
+        args.input_dir,
+        args.output_dir,
+        batch_size=args.batch_size,
+        batch_idx=args.batch_idx,
+        options=options,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    return 0 if report.ok else 1
+
+
+# ---------------------------------------------------------------- datasets (download, process, import)
+# ---------------------------------------------------------------- probes (grid, probe, evaluate)
+# ---------------------------------------------------------------- report
+# ---------------------------------------------------------------- demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jukemir",
+        formatter_class=_Formatter,
+        description="Measure how well music-audio representations transfer to MIR tasks.\n"
+        "Stages: download -> process -> extract -> probe -> evaluate -> report.\n"
+        "Cache root: $JUKEMIR_CACHE_DIR (default ~/.jukemir/cache).",
+    )
+    parser.add_argument("--version", action="version", version=f"jukemir {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, add in list(globals().items()):
+        if name.startswith("_add_"):
+            add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("jukemir: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+        print(f"jukemir {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

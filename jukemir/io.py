@@ -26,6 +26,10 @@ import numpy as np
 TMP_MARK = ".jukemir-tmp-"
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class DiskFullError(OSError):
     """Raised when a write fails because the device is full (ENOSPC)."""
 
@@ -42,6 +46,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_MARK + path.name + ".", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle

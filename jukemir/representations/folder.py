@@ -1,0 +1,376 @@
+"""THE folder runner: embed every file of an input folder into ``<stem>.npy`` files.
+
+This is the contract every container runs (REFERENCE 7.0)::
+
+    jukemir extract REPRESENTATION INPUT_DIR OUTPUT_DIR [--batch_size N --batch_idx I]
+
+* Every regular, non-hidden file of ``INPUT_DIR`` is an input, whatever its
+  extension, sorted by name (then put in the representation's own order, which
+  only the original choi changes). Batch ``I`` is ``files[I*N:(I+1)*N]``; an
+  index past the end is an error.
+* The output of ``x.wav`` is ``OUTPUT_DIR/x.npy``, a float32 array of the
+  representation's output shape (1-D for the paper's features).
+* Outputs are written atomically. Beside each, ``OUTPUT_DIR/.jukemir/provenance/
+  <stem>.json`` records the representation, its version and options, the
+  source file's size and mtime, and the sha256 of the ``.npy`` bytes. An
+  existing output is reused only if it matches (a stale one — other options,
+  changed source, half-replaced — is recomputed and reported); an output with
+  no provenance record (e.g. dropped-in precomputed features) is kept.
+* Workers on the same folder claim each output with a lock file, so two
+  workers never compute the same file at once and never corrupt it.
+* A file that cannot be decoded or embedded is reported on stderr (``file:
+  reason``) and in ``OUTPUT_DIR/.jukemir/errors.jsonl``, and skipped; the
+  others finish; :attr:`FolderReport.ok` is False (exit status 1).
+
+The runner never touches models; representations never touch files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import socket
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..io import DiskFullError, append_jsonl, atomic_write, read_json, remove_stale_temporaries, write_json
+from . import Representation, get_representation, representation_class
+
+STATE_DIR = ".jukemir"
+LOCK_STALE_S = 6 * 3600.0
+
+
+@dataclass
+class FolderReport:
+    """What one run did. ``failed`` holds ``(file, reason)`` pairs."""
+
+    representation: str
+    output_dir: str
+    done: int = 0
+    skipped: int = 0
+    busy: int = 0
+    stale: int = 0
+    nonfinite: int = 0
+    failed: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        extra = f", {self.busy} left to another worker" if self.busy else ""
+        extra += f", {self.stale} stale recomputed" if self.stale else ""
+        extra += f", {self.nonfinite} with non-finite values" if self.nonfinite else ""
+        return (
+            f"extract {self.representation}: {self.done} done, {self.skipped} skipped, "
+            f"{len(self.failed)} failed{extra} in {self.seconds:.1f} s -> {self.output_dir}"
+        )
+
+
+def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
+    """The sorted regular, non-hidden files of ``input_dir`` (raise if it is not a folder)."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir}: input folder does not exist")
+    return sorted(p for p in input_dir.iterdir() if not p.name.startswith(".") and p.is_file())
+
+
+def select_batch(files: Sequence, batch_size: int | None, batch_idx: int | None) -> list:
+    """``files[batch_idx*batch_size:(batch_idx+1)*batch_size]``; all files when both are None."""
+    files = list(files)
+    if batch_size is None and batch_idx is None:
+        return files
+    if batch_size is None or batch_idx is None:
+        raise ValueError("--batch_size and --batch_idx go together")
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    n_batches = -(-len(files) // batch_size)
+    if not 0 <= batch_idx < n_batches:
+        raise ValueError(
+            f"invalid batch index {batch_idx}: {len(files)} files make {n_batches} batch(es) of {batch_size} "
+            f"(valid indices 0..{n_batches - 1})"
+        )
+    return files[batch_idx * batch_size : (batch_idx + 1) * batch_size]
+
+
+def _source_record(path: Path) -> dict:
+    st = path.stat()
+    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class _Output:
+    """Paths and provenance of one input's output."""
+
+    def __init__(self, src: Path, out_dir: Path, provenance: dict):
+        self.src = src
+        self.npy = out_dir / (src.stem + ".npy")
+        self.record = out_dir / STATE_DIR / "provenance" / (src.stem + ".json")
+        self.lock = out_dir / STATE_DIR / "locks" / (src.stem + ".lock")
+        self.provenance = provenance
+
+    def status(self, rep: Representation) -> str:
+        """``missing``, ``valid``, ``foreign`` (kept, no record) or ``stale``."""
+        if not self.npy.exists():
+            return "missing"
+        try:
+            data = self.npy.read_bytes()
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+            rep.check_output(array)
+        except Exception:  # noqa: BLE001 - any unreadable or wrong-shaped output is stale
+            return "stale"
+        if not self.record.exists():
+            return "foreign"
+        try:
+            record = read_json(self.record)
+        except Exception:  # noqa: BLE001
+            return "stale"
+        expected = dict(self.provenance, source=_source_record(self.src))
+        same = all(record.get(k) == v for k, v in expected.items())
+        if not same or record.get("sha256") != hashlib.sha256(data).hexdigest():
+            return "stale"
+        return "valid"
+
+    def write(self, features: np.ndarray) -> None:
+        """Write the record (with the new bytes' hash) first, then the array: a kill in between
+        leaves a record whose hash does not match, which reads as stale."""
+        buf = io.BytesIO()
+        np.save(buf, features, allow_pickle=False)
+        data = buf.getvalue()
+        record = dict(self.provenance, source=_source_record(self.src), shape=list(features.shape))
+        record["sha256"] = hashlib.sha256(data).hexdigest()
+        write_json(self.record, record)
+        with atomic_write(self.npy, "wb") as handle:
+            handle.write(data)
+
+    def claim(self) -> bool:
+        """Take this output's lock; False if a live worker holds it. Stale locks are broken."""
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._lock_is_stale():
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    self.lock.unlink()
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(me)
+            return True
+        return False
+
+    def _lock_is_stale(self) -> bool:
+        try:
+            owner = self.lock.read_text().split()
+            age = time.time() - self.lock.stat().st_mtime
+        except (FileNotFoundError, ValueError):
+            return True
+        if age > LOCK_STALE_S:
+            return True
+        if len(owner) == 2 and owner[0] == socket.gethostname():
+            try:
+                os.kill(int(owner[1]), 0)
+            except ProcessLookupError:
+                return True
+            except (PermissionError, ValueError):
+                return False
+        return False
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.lock.unlink()
+
+
+def run_folder(
+    representation: str | Representation,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    batch_size: int | None = None,
+    batch_idx: int | None = None,
+    options: dict | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> FolderReport:
+    """Embed the files of ``input_dir`` (or one batch of them) into ``output_dir``.
+
+    Args:
+        representation: a registry name (built here with ``options``) or a built
+            :class:`~jukemir.representations.base.Representation`.
+        batch_size, batch_idx: process only ``files[I*N:(I+1)*N]`` of the ordered list.
+        workers: decoding threads that run ahead of the model.
+        overwrite: recompute outputs even when a valid one exists.
+    Returns:
+        a :class:`FolderReport`; a one-line summary is printed to stderr.
+    Raises:
+        ValueError / FileNotFoundError for bad arguments (before any work),
+        :class:`~jukemir.io.DiskFullError` when the output device is full.
+    """
+    start = time.time()
+    files = list_inputs(input_dir)
+    if isinstance(representation, Representation):
+        rep, name = representation, representation.name
+        cls = type(rep)
+    else:
+        rep, name = None, str(representation)
+        cls = representation_class(name)  # an unknown name fails here, before any work
+    if cls.batch_dependent and batch_size is None and batch_idx is not None:
+        batch_size = cls.default_batch_size
+    select_batch(files, batch_size, batch_idx)  # validate the batch before loading a model
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir, older_than_s=LOCK_STALE_S)
+    remove_stale_temporaries(out_dir / STATE_DIR / "provenance", older_than_s=LOCK_STALE_S)
+    report = FolderReport(name, str(out_dir))
+    if rep is None:
+        rep = get_representation(name, **(options or {}))
+    selected = select_batch(rep.order_files(files), batch_size, batch_idx)
+    provenance = rep.provenance()
+    outputs = [_Output(f, out_dir, provenance) for f in selected]
+
+    errors_log = out_dir / STATE_DIR / "errors.jsonl"
+    seen_stems: dict[str, Path] = {}
+
+    def fail(src: Path, reason: str) -> None:
+        reason = " ".join(str(reason).split())
+        report.failed.append((str(src), reason))
+        print(f"jukemir extract {name}: {src}: {reason}", file=sys.stderr)
+        append_jsonl(errors_log, {"file": str(src), "reason": reason, "representation": name, "time": time.time()})
+
+    todo: list[_Output] = []
+    for out in outputs:
+        if out.npy.name in seen_stems:
+            fail(out.src, f"same output name as {seen_stems[out.npy.name].name} ({out.npy.name}); rename one")
+            continue
+        seen_stems[out.npy.name] = out.src
+        status = "missing" if overwrite else out.status(rep)
+        if status in ("valid", "foreign"):
+            report.skipped += 1
+        else:
+            report.stale += status == "stale"
+            todo.append(out)
+
+    # Group the work: batch-dependent models see each selected chunk as one batch.
+    if rep.batch_dependent:
+        chunk = batch_size or rep.default_batch_size or len(todo) or 1
+        groups = []
+        for i in range(0, len(outputs), chunk):
+            group = outputs[i : i + chunk]
+            if any(o in todo for o in group):
+                groups.append(group)  # recompute the whole batch: features depend on batch mates
+    else:
+        step = max(1, rep.preferred_batch)
+        groups = [todo[i : i + step] for i in range(0, len(todo), step)]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(len(g) for g in groups), desc=f"extract {name}", unit="file", dynamic_ncols=True)
+
+    def load(out: _Output):
+        try:
+            return rep.load(out.src), None
+        except Exception as exc:  # noqa: BLE001 - reported per file
+            return None, exc
+
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            pending: deque = deque()
+            group_iter = iter(groups)
+
+            def submit_next():
+                group = next(group_iter, None)
+                if group is not None:
+                    pending.append((group, [pool.submit(load, o) for o in group]))
+
+            for _ in range(2):  # keep one group decoding while the model runs on another
+                submit_next()
+            while pending:
+                group, futures = pending.popleft()
+                submit_next()
+                _run_group(rep, group, [f.result() for f in futures], todo, report, fail)
+                if bar is not None:
+                    bar.update(len(group))
+    finally:
+        if bar is not None:
+            bar.close()
+    report.seconds = time.time() - start
+    print(report.summary(), file=sys.stderr)
+    return report
+
+
+def _run_group(rep, group, loaded, todo, report, fail) -> None:
+    """Embed one group and write its outputs (claiming each output's lock first)."""
+    claimed = []
+    try:
+        for out in group:
+            if out in todo:
+                if out.claim():
+                    claimed.append(out)
+                else:
+                    report.busy += 1
+        if not claimed:
+            return
+        ok = [(o, a) for o, (a, e) in zip(group, loaded) if e is None]
+        for out, (_, err) in zip(group, loaded):
+            if err is not None and out in claimed:
+                fail(out.src, err.reason if hasattr(err, "reason") else err)
+        if not ok:
+            return
+        audios = [a for _, a in ok]
+        try:
+            features = rep.batch(audios)
+        except DiskFullError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if rep.batch_dependent or len(ok) == 1:
+                for out, _ in ok:
+                    if out in claimed:
+                        fail(out.src, f"{type(exc).__name__}: {exc}")
+                return
+            features = []
+            for out, audio in ok:  # isolate the file that broke the batch
+                try:
+                    features.extend(rep.batch([audio]))
+                except Exception as exc1:  # noqa: BLE001
+                    features.append(exc1)
+        for (out, _), feat in zip(ok, features):
+            if out not in claimed:
+                continue  # a batch mate another worker is writing
+            if isinstance(feat, Exception):
+                fail(out.src, f"{type(feat).__name__}: {feat}")
+                continue
+            try:
+                feat = rep.check_output(feat)
+            except ValueError as exc:
+                fail(out.src, str(exc))
+                continue
+            bad = int(np.size(feat) - np.isfinite(feat).sum())
+            if bad:
+                if not rep.may_be_nonfinite:
+                    fail(out.src, f"model produced {bad} non-finite values (NaN/inf)")
+                    continue
+                report.nonfinite += 1
+                print(
+                    f"jukemir extract {rep.name}: warning: {out.src}: {bad} of {np.size(feat)} values are "
+                    f"non-finite (the original's numeric behaviour; see the representation's fixed mode)",
+                    file=sys.stderr,
+                )
+            out.write(feat)
+            report.done += 1
+    finally:
+        for out in claimed:
+            out.release()

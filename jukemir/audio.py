@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 RESAMPLERS = ("kaiser_best", "kaiser_fast", "fft", "soxr_hq")
+_IMPORT_LOCK = threading.Lock()  # decoding threads must not race on librosa's lazy imports
 
 
 class AudioError(ValueError):
@@ -50,7 +52,10 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, resampler: str = "
         n_out = int(math.ceil(len(audio) * float(target_sr) / orig_sr))
         out = scipy.signal.resample(audio, n_out)
     else:
-        import librosa
+        with _IMPORT_LOCK:
+            import librosa
+            import resampy  # noqa: F401 - imported fully before any thread uses it
+            import soxr  # noqa: F401
 
         out = librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type=resampler)
     return np.ascontiguousarray(out, dtype=np.float32)

@@ -13,26 +13,36 @@ inferred from the hex length as in the original; ``None`` skips verification).
   name, so a partial or wrong file is never mistaken for a complete one;
 * ``mirror`` (or ``$JUKEMIR_MIRROR``) is a base URL or folder tried first, at
   ``<mirror>/<path_rel>``.
+
+The package's own manifests (``jukemir/assets/*.json``, TAG -> {path_rel, urls,
+checksum}) form the registry read by :func:`get_asset` and :func:`assets_for`.
+:func:`unpack` extracts a downloaded tar/zip archive once, refusing members that
+would land outside the destination.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+import stat
+import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from . import cache
 
 MIRROR_ENV = "JUKEMIR_MIRROR"
+MANIFEST_DIR = Path(__file__).with_name("assets")
 CHUNK = 1 << 20
 _ALGORITHMS = {32: "md5", 40: "sha1", 64: "sha256"}
 
@@ -101,6 +111,48 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Asset]:
         urls = entry.get("urls") or ([entry["url"]] if entry.get("url") else [])
         assets[tag] = Asset(tag, entry["path_rel"].strip(), tuple(urls), entry.get("checksum"), entry.get("size"))
     return assets
+
+
+def registry(manifest_dir: str | os.PathLike | None = None) -> dict[str, Asset]:
+    """Every asset of the manifests under ``manifest_dir`` (default: the package's), by tag.
+
+    Files are read recursively in sorted order; a tag or ``path_rel`` that
+    appears twice is an error.
+    """
+    return dict(_load_registry(Path(manifest_dir or MANIFEST_DIR).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_registry(folder: Path) -> dict[str, Asset]:
+    assets: dict[str, Asset] = {}
+    owner: dict[str, str] = {}
+    for path in sorted(folder.rglob("*.json")):
+        for tag, asset in load_manifest(path).items():
+            if tag in assets:
+                raise ValueError(f"{path}: asset tag {tag} is also defined in another manifest")
+            if asset.path_rel in owner:
+                other = owner[asset.path_rel]
+                raise ValueError(f"{path}: {tag} has the same path_rel as {other}: {asset.path_rel}")
+            assets[tag] = asset
+            owner[asset.path_rel] = tag
+    return assets
+
+
+def get_asset(tag: str) -> Asset:
+    """The registry's asset ``tag`` (case-insensitive); ``ValueError`` if there is none."""
+    try:
+        return registry()[tag.strip().upper()]
+    except KeyError:
+        raise ValueError(f"unknown asset {tag!r}: not in the manifests of {MANIFEST_DIR}") from None
+
+
+def assets_for(prefix: str = "") -> list[Asset]:
+    """The registry's assets whose tag starts with ``prefix`` (case-insensitive), sorted by tag."""
+    prefix = prefix.strip().upper()
+    found = [asset for tag, asset in sorted(registry().items()) if tag.startswith(prefix)]
+    if not found:
+        raise ValueError(f"no asset tag starts with {prefix!r}")
+    return found
 
 
 def _candidate_urls(asset: Asset, mirror: str | None) -> list[str]:
@@ -243,4 +295,73 @@ def copy_into_cache(src: str | os.PathLike, asset: Asset, root: str | os.PathLik
     tmp = dest.with_name(dest.name + ".part")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
+    return dest
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would be written outside the destination, or is not a plain file."""
+
+
+def _check_member(archive: Path, name: str) -> PurePosixPath:
+    member = PurePosixPath(name.replace("\\", "/"))
+    if member.is_absolute() or (member.parts and ":" in member.parts[0]):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing to unpack")
+    if ".." in member.parts:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has a '..' component; refusing to unpack")
+    return member
+
+
+def archive_members(archive: str | os.PathLike) -> Iterator[tuple[PurePosixPath, Callable[[], IO[bytes]]]]:
+    """Yield ``(relative path, open)`` for each regular file of a tar (any compression) or zip archive.
+
+    Directories are skipped. A member with an absolute path, a ``..`` component,
+    or that is a link or device raises :class:`UnsafeArchiveError` naming it.
+    """
+    archive = Path(archive)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                member = _check_member(archive, info.filename)
+                if info.is_dir():
+                    continue
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    name = info.filename
+                    raise UnsafeArchiveError(f"{archive}: member {name!r} is a link; refusing to unpack")
+                yield member, functools.partial(zf.open, info)
+        return
+    try:
+        tf = tarfile.open(archive, "r:*")
+    except tarfile.TarError as exc:
+        raise ValueError(f"{archive}: not a tar or zip archive ({exc})") from None
+    with tf:
+        for info in tf:
+            member = _check_member(archive, info.name)
+            if info.isdir():
+                continue
+            if not info.isfile():
+                name = info.name
+                raise UnsafeArchiveError(f"{archive}: member {name!r} is a link or device; refusing")
+            yield member, functools.partial(tf.extractfile, info)
+
+
+def unpack(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Extract ``archive`` (tar/zip) into ``dest`` once; return ``dest``.
+
+    A marker ``dest/.unpacked-<archive name>`` recording the archive's size and
+    mtime is written last, so a finished extraction is skipped next time and an
+    interrupted one is redone. Unsafe members raise :class:`UnsafeArchiveError`.
+    """
+    archive, dest = Path(archive), Path(dest)
+    st = archive.stat()
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    marker = dest / f".unpacked-{archive.name}"
+    if marker.exists() and json.loads(marker.read_text()) == stamp:
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    for member, open_member in archive_members(archive):
+        target = dest.joinpath(*member.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+    marker.write_text(json.dumps(stamp))
     return dest

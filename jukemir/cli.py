@@ -7,6 +7,7 @@ function. ``jukemir <command> --help`` documents each.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -81,6 +82,139 @@ def _cmd_extract(args) -> int:
 
 
 # ---------------------------------------------------------------- datasets (download, process, import)
+def _mirror_jobs_options(p, jobs: int) -> None:
+    p.add_argument("--jobs", type=int, default=jobs, help="parallel downloads / decoding processes")
+    p.add_argument(
+        "--mirror",
+        default=None,
+        help="base URL or folder tried before the manifest URLs, as <mirror>/<path_rel>; unset: $JUKEMIR_MIRROR",
+    )
+
+
+def _add_download(sub):
+    p = sub.add_parser(
+        "download",
+        help="download and verify a benchmark's raw files, the paper's metadata, or its precomputed features",
+        formatter_class=_Formatter,
+        description="Download into $JUKEMIR_CACHE_DIR/datasets (resumable, checksum-verified):\n"
+        "  jukemir download gtzan|magnatagatune|giantsteps|emomusic   raw files + the paper's metadata\n"
+        "  jukemir download metadata                                 the paper's metadata of all four\n"
+        "  jukemir download precomputed [DATASET] [REPRESENTATION]   the paper's features, unpacked into\n"
+        "                                                            representations/<dataset>/<representation>/",
+    )
+    p.add_argument("target", help="a dataset, metadata, or precomputed")
+    p.add_argument("selectors", nargs="*", help="with precomputed: a dataset and/or a representation")
+    _mirror_jobs_options(p, jobs=4)
+    p.set_defaults(func=_cmd_download)
+
+
+def _cmd_download(args) -> int:
+    from .datasets import precomputed, process
+
+    if args.target == "precomputed":
+        for tag, folder, n in precomputed.download_precomputed(*args.selectors, jobs=args.jobs, mirror=args.mirror):
+            print(f"{tag}: {n} .npy files in {folder}")
+        return 0
+    if args.selectors:
+        raise ValueError(f"unexpected arguments after {args.target}: {' '.join(args.selectors)}")
+    if args.target == "metadata":
+        assets = [process.metadata_asset(name) for name in process.MODULES]
+        paths = process.fetch(assets, mirror=args.mirror, jobs=args.jobs)
+    else:
+        paths = process.download_dataset(args.target, jobs=args.jobs, mirror=args.mirror)
+    print(f"download {args.target}: {len(paths)} files verified")
+    return 0
+
+
+def _add_process(sub):
+    p = sub.add_parser(
+        "process",
+        help="decode a benchmark into processed/<dataset>/wav/<uid>.wav + meta.json",
+        formatter_class=_Formatter,
+        description="Download what is missing, unpack, and write one mono 16-bit WAV per item at the\n"
+        "source rate, plus meta.json. Resumable: valid WAVs are kept. --verify-metadata only\n"
+        "derives the metadata from the raw annotations and compares it with the paper's\n"
+        "(exit status 1 if they differ); it writes no WAVs.",
+    )
+    p.add_argument("dataset", help="gtzan_ff, magnatagatune, giantsteps_clips or emomusic (gtzan, giantsteps accepted)")
+    p.add_argument(
+        "--metadata",
+        choices=["canonical", "derived"],
+        default="canonical",
+        help="the paper's metadata files, or metadata derived from the raw annotations",
+    )
+    p.add_argument("--verify-metadata", action="store_true", help="compare derived and canonical metadata, then stop")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _mirror_jobs_options(p, jobs=os.cpu_count() or 1)
+    p.set_defaults(func=_cmd_process)
+
+
+def _cmd_process(args) -> int:
+    from .datasets import process
+
+    if args.verify_metadata:
+        problems = process.verify_metadata(args.dataset, jobs=args.jobs, mirror=args.mirror)
+        for line in problems:
+            print(line)
+        print(f"verify {args.dataset}: derived and canonical metadata {'DIFFER' if problems else 'agree'}")
+        return 1 if problems else 0
+    report = process.process_dataset(
+        args.dataset, jobs=args.jobs, metadata=args.metadata, mirror=args.mirror, progress=not args.no_progress
+    )
+    return _print_report(report)
+
+
+def _print_report(report) -> int:
+    for _, error in report.failed:
+        print(error, file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _add_import(sub):
+    p = sub.add_parser(
+        "import",
+        help="import your own dataset (audio folder + labels CSV) into processed/<name>/",
+        formatter_class=_Formatter,
+        description="CSV columns: file (relative to --audio), optional id, the label column(s)\n"
+        "(multiclass: a class; multilabel: tags separated by ';'; regression: numbers), and an\n"
+        "optional split column (train/valid/test). Writes processed/<name>/{wav/, meta.json,\n"
+        "dataset.json}; then `jukemir extract`, probe and evaluate work on <name>.",
+    )
+    p.add_argument("name", help="dataset name (letters, digits, _ . -)")
+    p.add_argument("--audio", required=True, help="folder of audio files")
+    p.add_argument("--labels", required=True, help="labels CSV")
+    p.add_argument("--task", required=True, choices=["multiclass", "multilabel", "regression"])
+    p.add_argument("--label-column", default="label", help="label column; comma-separated for several regression targets")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--split-column", default=None, help="CSV column holding train/valid/test")
+    group.add_argument("--split", default="80/10/10", help="random train/valid/test proportions")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="decoding processes")
+    p.add_argument("--overwrite", action="store_true", help="rewrite WAVs that already exist")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_import)
+
+
+def _cmd_import(args) -> int:
+    from .datasets.custom import import_dataset
+
+    report = import_dataset(
+        args.name,
+        args.audio,
+        args.labels,
+        args.task,
+        label_columns=[c.strip() for c in args.label_column.split(",") if c.strip()],
+        split_column=args.split_column,
+        split=args.split,
+        seed=args.seed,
+        jobs=args.jobs,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    return _print_report(report)
+
+
 # ---------------------------------------------------------------- probes (grid, probe, evaluate)
 # ---------------------------------------------------------------- report
 # ---------------------------------------------------------------- demo

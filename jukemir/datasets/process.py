@@ -1,0 +1,372 @@
+"""Turn downloaded assets into ``processed/<dataset>/{wav/<uid>.wav, meta.json}``.
+
+What the original's ``cache_dataset`` did with ffmpeg (REFERENCE 5.7), done with
+THE audio loader:
+
+* every item with audio is decoded with :func:`jukemir.audio.load_audio` at its
+  native rate, mixed down to mono, cut to its clip (``offset``/``duration`` in
+  seconds; only GiantSteps has clips inside a file) and written as a 16-bit PCM
+  WAV (``round(x * 32768)``, clipped, as ffmpeg converts float to s16);
+* each WAV is written to a temporary name and renamed, by a pool of processes;
+  a valid existing WAV is kept, so an interrupted run resumes;
+* ``meta.json`` holds every item, those without audio included (split null),
+  with ``clip["clip_duration"] = n_samples / sample_rate`` of the WAV written.
+
+The metadata comes either from the paper's own files (``canonical``, the
+default and the authority: the exact uids, splits, labels and clips) or is
+derived from the raw annotations as the original did (``derived``);
+:func:`verify_metadata` checks that the two agree.
+
+Each benchmark is a module (:mod:`.gtzan`, :mod:`.magnatagatune`,
+:mod:`.giantsteps`, :mod:`.emomusic`) with ``NAME``, ``required_assets()``,
+``prepare(work, mirror, jobs)`` (download and unpack into a work folder that
+persists between runs), ``derive_metadata(work)`` and
+``audio_source(uid, record, work)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .. import cache
+from ..assets import Asset, DownloadError, get_asset, retrieve_many
+from ..audio import AudioError, audio_info, load_audio
+from ..io import atomic_write, read_json, remove_stale_temporaries, write_json
+
+MODULES = {
+    "gtzan_ff": "gtzan",
+    "magnatagatune": "magnatagatune",
+    "giantsteps_clips": "giantsteps",
+    "emomusic": "emomusic",
+}
+ALIASES = {"gtzan": "gtzan_ff", "giantsteps": "giantsteps_clips", "mtt": "magnatagatune"}
+METADATA_CHOICES = ("canonical", "derived")
+# Derived durations come from another MP3 decoder than the original's ffprobe.
+AUDIO_DURATION_TOLERANCE_S = 0.1
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an item's audio is: a file, and the clip inside it in seconds (None: the whole file)."""
+
+    path: Path
+    offset: float | None = None
+    duration: float | None = None
+
+
+@dataclass
+class ProcessReport:
+    """What one ``process`` run did. ``failed`` holds ``(uid, "file: reason")`` pairs."""
+
+    dataset: str
+    out_dir: str
+    written: int = 0
+    skipped: int = 0
+    no_audio: int = 0
+    failed: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        state = "meta.json written" if self.ok else "meta.json NOT written; run again to retry"
+        return (
+            f"process {self.dataset}: {self.written} WAVs written, {self.skipped} already there, "
+            f"{self.no_audio} items without audio, {len(self.failed)} failed in {self.seconds:.1f} s "
+            f"-> {self.out_dir} ({state})"
+        )
+
+
+def canonical_name(name: str) -> str:
+    """The benchmark's processed name (``gtzan`` -> ``gtzan_ff``); ``ValueError`` if unknown."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in MODULES:
+        known = ", ".join([*MODULES, *ALIASES])
+        raise ValueError(f"unknown dataset {name!r}: expected one of {known}")
+    return key
+
+
+def dataset_module(name: str) -> ModuleType:
+    """The module that knows the raw layout of benchmark ``name`` (aliases accepted)."""
+    return importlib.import_module(f"{__package__}.{MODULES[canonical_name(name)]}")
+
+
+def work_dir(name: str) -> Path:
+    """Where a benchmark's archives are unpacked: ``<cache>/datasets/<module>/unpacked`` (kept between runs)."""
+    return cache.datasets_dir() / MODULES[canonical_name(name)] / "unpacked"
+
+
+def asset_path(tag: str) -> Path:
+    """Where the registry's asset ``tag`` lives in the cache (it may not be downloaded yet)."""
+    return cache.cache_dir() / get_asset(tag).path_rel
+
+
+def fetch(assets: Sequence[Asset], *, mirror: str | None = None, jobs: int = 4) -> dict[str, Path]:
+    """Download (or verify) ``assets``; return tag -> path. Raise DownloadError listing every failure."""
+    _, errors = retrieve_many(assets, jobs=jobs, mirror=mirror)
+    if errors:
+        shown = "\n  ".join(errors[:10]) + (
+            f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        )
+        raise DownloadError(f"{len(errors)} of {len(assets)} assets failed:\n  {shown}")
+    return {a.tag: cache.cache_dir() / a.path_rel for a in assets}
+
+
+def metadata_asset(name: str) -> Asset:
+    """The registry's asset of the paper's processed metadata of ``name``."""
+    return get_asset(f"METADATA_{canonical_name(name).upper()}")
+
+
+def canonical_metadata(name: str, *, mirror: str | None = None) -> dict:
+    """The paper's ``meta.json`` of ``name`` (uid -> record), downloaded and checksum-verified."""
+    path = fetch([metadata_asset(name)], mirror=mirror, jobs=1)[metadata_asset(name).tag]
+    return read_json(path)
+
+
+def download_dataset(name: str, *, jobs: int = 4, mirror: str | None = None) -> dict[str, Path]:
+    """Download and verify every raw asset of benchmark ``name`` plus its canonical metadata."""
+    module = dataset_module(name)
+    return fetch([*module.required_assets(), metadata_asset(name)], mirror=mirror, jobs=jobs)
+
+
+# ---------------------------------------------------------------- WAV conversion
+def wav_frames(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(frames, sample_rate)`` of an existing mono 16-bit PCM WAV, or None if it is missing or not one."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - missing or unreadable: not a valid output
+        return None
+    if info.format != "WAV" or info.subtype != "PCM_16" or info.channels != 1 or info.frames <= 0:
+        return None
+    return info.frames, info.samplerate
+
+
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] -> int16 as ffmpeg converts them: ``clip(round(x * 32768))``."""
+    return np.clip(np.rint(audio * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def write_wav(
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    offset: float | None = None,
+    duration: float | None = None,
+) -> tuple[int, int]:
+    """Decode ``src`` (mono mix, native rate), keep ``[offset, offset + duration)`` seconds, write a 16-bit WAV.
+
+    The WAV appears atomically under ``dest``. Returns ``(n_samples, sample_rate)``.
+    Raises AudioError (one line, naming ``src``) when it cannot be decoded.
+    """
+    import soundfile as sf
+
+    sample_rate = audio_info(src)[0]
+    audio = load_audio(src, None, offset=offset or 0.0, duration=duration)
+    with atomic_write(dest) as handle:
+        sf.write(handle, to_pcm16(audio), sample_rate, format="WAV", subtype="PCM_16")
+    return len(audio), sample_rate
+
+
+def _convert(task: tuple) -> tuple[str, int | None, int | None, str | None]:
+    uid, src, dest, offset, duration = task
+    try:
+        n, sr = write_wav(src, dest, offset, duration)
+    except (AudioError, OSError) as exc:
+        return uid, None, None, str(exc) if isinstance(exc, AudioError) else f"{src}: {exc}"
+    return uid, n, sr, None
+
+
+def convert_all(tasks: list[tuple], jobs: int = 1, progress: bool = True) -> Iterable[tuple]:
+    """Run :func:`write_wav` over ``(uid, src, dest, offset, duration)`` tasks in ``jobs`` processes.
+
+    Yields ``(uid, n_samples, sample_rate, error)`` per task (error None on success).
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="wav", unit="file", disable=not progress or not tasks)
+    with bar:
+        if jobs <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield _convert(task)
+                bar.update()
+            return
+        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            for result in pool.map(_convert, tasks, chunksize=max(1, min(16, len(tasks) // (4 * jobs)))):
+                yield result
+                bar.update()
+
+
+def write_processed(
+    name: str,
+    meta: dict,
+    sources: dict[str, Source | None],
+    *,
+    out_dir: str | os.PathLike | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> ProcessReport:
+    """Write ``wav/<uid>.wav`` for every uid with a source, then ``meta.json`` (only if all succeeded).
+
+    ``out_dir`` defaults to ``processed/<name>``. Existing valid WAVs are kept
+    unless ``overwrite``.
+    """
+    start = time.time()
+    out = Path(out_dir) if out_dir is not None else cache.processed_dir(name)
+    wav_dir = out / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(wav_dir)
+    report = ProcessReport(name, str(out))
+    lengths: dict[str, tuple[int, int]] = {}
+    tasks = []
+    for uid in meta:
+        if not uid or "/" in uid or uid.startswith("."):
+            raise ValueError(f"dataset {name}: uid {uid!r} cannot be a file name")
+        source = sources.get(uid)
+        if source is None:
+            report.no_audio += 1
+            continue
+        dest = wav_dir / f"{uid}.wav"
+        have = None if overwrite else wav_frames(dest)
+        if have is not None:
+            lengths[uid] = have
+            report.skipped += 1
+        else:
+            tasks.append((uid, str(source.path), str(dest), source.offset, source.duration))
+    for uid, n, sr, error in convert_all(tasks, jobs, progress):
+        if error is not None:
+            report.failed.append((uid, error))
+        else:
+            lengths[uid] = (n, sr)
+            report.written += 1
+    if report.ok:
+        final = {}
+        for uid, record in meta.items():
+            record = copy.deepcopy(record)
+            if uid in lengths and isinstance(record.get("clip"), dict):
+                n, sr = lengths[uid]
+                record["clip"]["clip_duration"] = n / sr
+            final[uid] = record
+        write_json(out / "meta.json", final)
+    report.seconds = time.time() - start
+    return report
+
+
+def process_dataset(
+    name: str,
+    *,
+    jobs: int = 1,
+    metadata: str = "canonical",
+    mirror: str | None = None,
+    progress: bool = True,
+) -> ProcessReport:
+    """Download what is missing, unpack, and write ``processed/<dataset>/`` for benchmark ``name``.
+
+    ``metadata``: ``canonical`` (the paper's files, the default) or ``derived``
+    (recomputed from the raw annotations as the original did).
+    """
+    if metadata not in METADATA_CHOICES:
+        raise ValueError(f"metadata must be one of {METADATA_CHOICES}, got {metadata!r}")
+    name = canonical_name(name)
+    module = dataset_module(name)
+    work = work_dir(name)
+    module.prepare(work, mirror=mirror, jobs=jobs)
+    meta = (
+        canonical_metadata(name, mirror=mirror) if metadata == "canonical" else module.derive_metadata(work)
+    )
+    sources = {uid: module.audio_source(uid, record, work) for uid, record in meta.items()}
+    return write_processed(name, meta, sources, jobs=jobs, progress=progress)
+
+
+# ---------------------------------------------------------------- metadata check
+def _differences(a, b, path: str):
+    """Yield ``(field, a, b)`` wherever two metadata records disagree (numbers within tolerance)."""
+    if path == "clip.clip_duration":  # depends on the decoder, not on the annotations
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in a or key not in b:
+                if sub != "clip.clip_duration":
+                    yield sub, a.get(key, "<missing>"), b.get(key, "<missing>")
+            else:
+                yield from _differences(a[key], b[key], sub)
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        for x, y in zip(a, b):
+            yield from _differences(x, y, path)
+    elif _is_number(a) and _is_number(b):
+        tol = AUDIO_DURATION_TOLERANCE_S if path == "clip.audio_duration" else 1e-9
+        if not math.isclose(a, b, rel_tol=1e-9, abs_tol=tol):
+            yield path, a, b
+    elif a != b:
+        yield path, a, b
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def compare_metadata(derived: dict, canonical: dict, max_examples: int = 3) -> list[str]:
+    """Human-readable differences between two ``meta.json`` dicts; empty when they agree.
+
+    uids, splits, labels, clips and extras are compared; ``clip_duration`` is
+    not (it is measured on the decoded audio), and ``clip.audio_duration`` may
+    differ by up to :data:`AUDIO_DURATION_TOLERANCE_S` seconds.
+    """
+    problems = []
+    only_canonical = sorted(set(canonical) - set(derived))
+    only_derived = sorted(set(derived) - set(canonical))
+    if only_canonical:
+        problems.append(
+            f"{len(only_canonical)} uids only in the canonical metadata (e.g. {only_canonical[:max_examples]})"
+        )
+    if only_derived:
+        problems.append(
+            f"{len(only_derived)} uids only in the derived metadata (e.g. {only_derived[:max_examples]})"
+        )
+    by_field: dict[str, list] = {}
+    for uid in sorted(set(derived) & set(canonical)):
+        for name, a, b in _differences(derived[uid], canonical[uid], ""):
+            by_field.setdefault(name, []).append((uid, a, b))
+    for name, rows in sorted(by_field.items()):
+        examples = "; ".join(f"{uid}: {a!r} vs {b!r}" for uid, a, b in rows[:max_examples])
+        problems.append(f"{name}: {len(rows)} records differ (derived vs canonical, e.g. {examples})")
+    return problems
+
+
+def verify_metadata(name: str, *, jobs: int = 4, mirror: str | None = None) -> list[str]:
+    """Derive ``name``'s metadata from its raw annotations and compare it with the canonical files.
+
+    Downloads what is missing (GiantSteps needs every MP3: its clips depend on
+    the durations). Returns :func:`compare_metadata`'s list (empty: they agree).
+    """
+    name = canonical_name(name)
+    module = dataset_module(name)
+    work = work_dir(name)
+    module.prepare(work, mirror=mirror, jobs=jobs)
+    return compare_metadata(module.derive_metadata(work), canonical_metadata(name, mirror=mirror))
+
+
+def split_counts(meta: dict) -> dict:
+    """``{"train": n, "valid": n, "test": n, None: n}`` of a ``meta.json`` dict."""
+    counts = {"train": 0, "valid": 0, "test": 0, None: 0}
+    for record in meta.values():
+        counts[record.get("split")] += 1
+    return counts

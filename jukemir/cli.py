@@ -98,7 +98,8 @@ def _add_download(sub):
         formatter_class=_Formatter,
         description="Download into $JUKEMIR_CACHE_DIR/datasets (resumable, checksum-verified):\n"
         "  jukemir download gtzan|magnatagatune|giantsteps|emomusic   raw files + the paper's metadata\n"
-        "  jukemir download metadata                                 the paper's metadata of all four\n"
+        "  jukemir download metadata                                 the paper's metadata of all four, also\n"
+        "                                                            as processed/<dataset>/meta.json if absent\n"
         "  jukemir download precomputed [DATASET] [REPRESENTATION]   the paper's features, unpacked into\n"
         "                                                            representations/<dataset>/<representation>/",
     )
@@ -120,6 +121,8 @@ def _cmd_download(args) -> int:
     if args.target == "metadata":
         assets = [process.metadata_asset(name) for name in process.MODULES]
         paths = process.fetch(assets, mirror=args.mirror, jobs=args.jobs)
+        for path in process.install_metadata(mirror=args.mirror):
+            print(f"{path}: the paper's metadata")
     else:
         paths = process.download_dataset(args.target, jobs=args.jobs, mirror=args.mirror)
     print(f"download {args.target}: {len(paths)} files verified")

@@ -138,6 +138,22 @@ def canonical_metadata(name: str, *, mirror: str | None = None) -> dict:
     return read_json(path)
 
 
+def install_metadata(names: Iterable[str] = MODULES, *, mirror: str | None = None) -> list[Path]:
+    """Fetch the paper's metadata and write it as ``processed/<dataset>/meta.json`` where there is none yet.
+
+    This is what the probes need when the features come precomputed (no WAVs);
+    an existing ``meta.json`` (e.g. from ``process``) is left alone. Returns the
+    files written.
+    """
+    written = []
+    for name in names:
+        path = cache.processed_dir(canonical_name(name)) / "meta.json"
+        if not path.exists():
+            write_json(path, canonical_metadata(name, mirror=mirror))
+            written.append(path)
+    return written
+
+
 def download_dataset(name: str, *, jobs: int = 4, mirror: str | None = None) -> dict[str, Path]:
     """Download and verify every raw asset of benchmark ``name`` plus its canonical metadata."""
     module = dataset_module(name)

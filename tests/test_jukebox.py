@@ -195,11 +195,11 @@ def test_official_checkpoints_load_into_the_models(ckpt_dir):
 
 def test_conversion_happens_once_and_deeper_files_are_reused(ckpt_dir, isolated_cache, capsys):
     tiny_rep(ckpt_dir, layers=[5])
-    assert capsys.readouterr().out.count("converting") == 2
+    assert capsys.readouterr().err.count("converting") == 2
     converted = sorted(p.name for p in (isolated_cache / "models" / "jukebox" / "converted").rglob("*.safetensors"))
     assert converted == ["prior_level_2.blocks5.safetensors", "vqvae.safetensors"]
     tiny_rep(ckpt_dir, layers=[2, 4])  # a shallower request reads the 5-block file
-    assert "converting" not in capsys.readouterr().out
+    assert "converting" not in capsys.readouterr().err
 
 
 def test_truncation_drops_exactly_the_right_keys(ckpt_dir, tmp_path):
@@ -246,6 +246,20 @@ def test_zip_format_reads_the_same(ckpt_dir, tmp_path):
         assert z.hps["prior_width"] == WIDTH and leg.hps["sample_length"] == 1048576
         for name in ("prior.pos_emb.pos_emb", "prior.transformer._attn_mods.4.mlp.c_fc.w"):
             assert torch.equal(z.tensor(name), leg.tensor(name))
+
+
+def test_checkpoints_saved_from_cuda_tensors_read(ckpt_dir, tmp_path):
+    """The official files were saved from GPU models: torch.cuda.*Storage classes, location 'cuda:0'."""
+    data = (ckpt_dir / "prior_level_2.pth.tar").read_bytes()
+    for dtype in (b"HalfStorage", b"FloatStorage"):
+        data = data.replace(b"ctorch\n" + dtype + b"\n", b"ctorch.cuda\n" + dtype + b"\n")
+    data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+    assert data.count(b"ctorch.cuda\nHalfStorage") == 1 and b"cuda:0" in data
+    (tmp_path / "cuda.pth.tar").write_bytes(data)
+    with W.CheckpointIndex(tmp_path / "cuda.pth.tar") as cuda, W.CheckpointIndex(ckpt_dir / "prior_level_2.pth.tar") as cpu:
+        assert cuda.tensors.keys() == cpu.tensors.keys()
+        for name in ("prior.transformer._attn_mods.7.attn.c_proj.w", "y_emb.artist_emb.emb.weight"):
+            assert torch.equal(cuda.tensor(name), cpu.tensor(name))
 
 
 def test_hps_by_official_names(ckpt_dir):

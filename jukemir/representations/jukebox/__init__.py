@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,7 +50,8 @@ from .vqvae import TopLevelEncoder
 CROP_SECONDS = 25
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 POOLS = ("mean", "none")
-VQVAE_FILE, PRIOR_FILE = "vqvae.pth.tar", "prior_level_2.pth.tar"
+STEMS = {"vqvae": "vqvae", "prior": "prior_level_2"}  # official files: <stem>.pth.tar
+_IDENTITY = ("source", "source_size", "source_sha256", "source_fingerprint")
 
 
 class Jukebox(Representation):
@@ -183,7 +185,7 @@ class Jukebox(Representation):
         by_length: dict[int, list[int]] = {}
         for i, clip in enumerate(clips):
             by_length.setdefault(len(clip), []).append(i)
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        with torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=False):
             for idx in by_length.values():
                 for start in range(0, len(idx), self.batch_size):
                     chunk = idx[start : start + self.batch_size]
@@ -239,7 +241,7 @@ def load_models(
     compact files (converted first if needed) or drawn at random. Returns
     ``(vqvae, prior, weights_id)``; ``weights_id`` identifies the weights in provenance.
     """
-    sources = _weight_sources(model, weights)
+    sources = _weight_sources(weights)
     if sources is None:
         vq_hps, prior_hps = resolve_hps(model, overrides)
         _check_depth(prior_hps, depth)
@@ -250,12 +252,13 @@ def load_models(
         weights_id = {"random": seed}
     else:
         compact, weights_id = _compact_files(sources, depth)
-        vq_ckpt_hps = json_hps(compact["vqvae"]) if model == "checkpoint" else None
-        prior_ckpt_hps = json_hps(compact["prior"]) if model == "checkpoint" else None
         if compact["vqvae"] is None or compact["prior"] is None:
-            compact, vq_ckpt_hps, prior_ckpt_hps = _convert_missing(
-                sources, compact, model, overrides, depth, mirror, weights_id
-            )
+            with W.exclusive(cache.models_dir("jukebox") / ".convert.lock"):
+                compact, weights_id = _compact_files(sources, depth)  # another process may have converted
+                if compact["vqvae"] is None or compact["prior"] is None:
+                    compact = _convert_missing(sources, compact, model, overrides, depth, mirror, weights_id)
+        vq_ckpt_hps = _stored_hps(compact["vqvae"]) if model == "checkpoint" else None
+        prior_ckpt_hps = _stored_hps(compact["prior"]) if model == "checkpoint" else None
         vq_hps, prior_hps = resolve_hps(model, overrides, vq_ckpt_hps, prior_ckpt_hps)
         _check_depth(prior_hps, depth)
         vqvae, prior = _meta_models(vq_hps, prior_hps, depth)
@@ -269,9 +272,9 @@ def load_models(
     return vqvae, prior, weights_id
 
 
-def json_hps(compact: Path | None) -> dict | None:
-    """The checkpoint hps stored in a compact file's header (None if there is no file)."""
-    return json.loads(W.compact_metadata(compact).get("hps", "{}")) if compact is not None else None
+def _stored_hps(compact: Path) -> dict:
+    """The checkpoint hps kept in a compact file's header."""
+    return json.loads(W.compact_metadata(compact).get("hps", "{}"))
 
 
 def _check_depth(prior_hps: PriorHps, depth: int) -> None:
@@ -304,7 +307,7 @@ def _caster(prior_hps: PriorHps, compute_dtype: torch.dtype):
     return cast
 
 
-def _weight_sources(model: str, weights) -> dict[str, Path | None] | None:
+def _weight_sources(weights) -> dict[str, Path | None] | None:
     """``{"vqvae", "prior"}`` -> source checkpoint (None: the official download); None for random weights."""
     if isinstance(weights, str) and weights == "random":
         return None
@@ -317,9 +320,9 @@ def _weight_sources(model: str, weights) -> dict[str, Path | None] | None:
         paths = {k: Path(v) for k, v in weights.items()}
     else:
         folder = Path(weights)
+        paths = {kind: folder / f"{stem}.pth.tar" for kind, stem in STEMS.items()}
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: jukebox weights must be a folder holding {VQVAE_FILE} and {PRIOR_FILE}")
-        paths = {"vqvae": folder / VQVAE_FILE, "prior": folder / PRIOR_FILE}
+            raise FileNotFoundError(f"{folder}: jukebox weights must be a folder holding {' and '.join(p.name for p in paths.values())}")
     for path in paths.values():
         if not path.is_file():
             raise FileNotFoundError(f"{path}: jukebox checkpoint not found")
@@ -330,13 +333,11 @@ def _compact_files(sources: dict, depth: int) -> tuple[dict, dict]:
     """Existing compact files for ``sources`` (None where a conversion is needed) and the weights' identity."""
     compact, ident = {}, {}
     for kind, src in sources.items():
-        stem = Path(VQVAE_FILE if kind == "vqvae" else PRIOR_FILE).name.split(".")[0]
-        folder = _compact_folder(kind, src)
-        found = W.find_compact(folder, stem, depth if kind == "prior" else None)
+        found = W.find_compact(_compact_folder(kind, src), STEMS[kind], depth if kind == "prior" else None)
         compact[kind] = found
         if found is not None:
             meta = W.compact_metadata(found)
-            ident[kind] = {k: meta.get(k) for k in ("source", "source_size", "source_sha256", "source_fingerprint")}
+            ident[kind] = {k: meta.get(k) for k in _IDENTITY}
     return compact, ident
 
 
@@ -356,16 +357,15 @@ def _convert_missing(sources, compact, model, overrides, depth, mirror, ident):
         record = {}
     indices = {k: W.CheckpointIndex(p) for k, p in sources.items()}
     try:
-        vq_ckpt_hps, prior_ckpt_hps = indices["vqvae"].hps, indices["prior"].hps
-        vq_hps, prior_hps = resolve_hps(model, overrides, vq_ckpt_hps, prior_ckpt_hps)
+        vq_hps, prior_hps = resolve_hps(model, overrides, indices["vqvae"].hps, indices["prior"].hps)
         _check_depth(prior_hps, depth)
         vqvae, prior = _meta_models(vq_hps, prior_hps, depth)
     finally:
         for index in indices.values():
             index.close()
     plans = {
-        "vqvae": (vqvae, W.vqvae_key_filter(vq_hps.top_level), f"{VQVAE_FILE.split('.')[0]}.safetensors"),
-        "prior": (prior, W.prior_key_filter(depth), f"{PRIOR_FILE.split('.')[0]}.blocks{depth}.safetensors"),
+        "vqvae": (vqvae, W.vqvae_key_filter(vq_hps.top_level), f"{STEMS['vqvae']}.safetensors"),
+        "prior": (prior, W.prior_key_filter(depth), f"{STEMS['prior']}.blocks{depth}.safetensors"),
     }
     for kind, (module, drop, name) in plans.items():
         if compact[kind] is not None:
@@ -380,11 +380,11 @@ def _convert_missing(sources, compact, model, overrides, depth, mirror, ident):
             meta["source_fingerprint"] = W.source_fingerprint(src)
         if kind == "prior":
             meta["blocks"] = str(depth)
-        print(f"jukebox: converting {src} ({src.stat().st_size / 1e9:.2f} GB) to {folder / name} (once)", flush=True)
+        print(f"jukebox: converting {src} ({src.stat().st_size / 1e9:.2f} GB) to {folder / name} (once)", file=sys.stderr)
         W.convert(src, folder / name, drop, _shapes(module), meta)
         compact[kind] = folder / name
-        ident[kind] = {k: meta.get(k) for k in ("source", "source_size", "source_sha256", "source_fingerprint")}
-    return compact, vq_ckpt_hps, prior_ckpt_hps
+        ident[kind] = {k: meta.get(k) for k in _IDENTITY}
+    return compact
 
 
 def _official_record() -> dict[str, str]:

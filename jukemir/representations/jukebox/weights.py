@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -206,7 +207,7 @@ class _IndexUnpickler(pickle.Unpickler):
         self.storages: dict[str, _StorageRef] = {}
 
     def find_class(self, module, name):
-        if module == "torch" and name in _STORAGE_DTYPES:
+        if module in ("torch", "torch.cuda") and name in _STORAGE_DTYPES:  # the official files hold torch.cuda.*
             return _STORAGE_DTYPES[name]
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[(module, name)]
@@ -488,6 +489,23 @@ def load_compact(path: str | os.PathLike, expected: dict[str, tuple], device: to
         deeper = {k: s for k, s in shapes.items() if k in expected}
         check_keys(deeper, expected, str(path))
         return {k: cast(k, f.get_tensor(k).to(device)) for k in expected}
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path):
+    """Hold an exclusive advisory lock on ``lock_path``: one process downloads and converts at a time."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def source_fingerprint(path: str | os.PathLike) -> str:

@@ -239,6 +239,16 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
     assert "prior.x_emb.weight has shape (65, 32)" in message
 
 
+def test_broken_files_are_named_with_the_reason(ckpt_dir, tmp_path):
+    data = (ckpt_dir / "prior_level_2.pth.tar").read_bytes()
+    (tmp_path / "cut.pth.tar").write_bytes(data[:-10])
+    with pytest.raises(ValueError, match=r"cut.pth.tar: not a readable torch checkpoint .*truncated"):
+        W.CheckpointIndex(tmp_path / "cut.pth.tar")
+    (tmp_path / "text.pth.tar").write_text("hello")
+    with pytest.raises(ValueError, match=r"text.pth.tar: not a readable torch checkpoint"):
+        W.CheckpointIndex(tmp_path / "text.pth.tar")
+
+
 def test_zip_format_reads_the_same(ckpt_dir, tmp_path):
     folder = write_checkpoints(tmp_path / "zip", zip_format=True)
     with W.CheckpointIndex(folder / "prior_level_2.pth.tar") as z, W.CheckpointIndex(ckpt_dir / "prior_level_2.pth.tar") as leg:

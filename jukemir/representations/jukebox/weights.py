@@ -6,9 +6,10 @@ Sources
     mirrors: the official Azure blob, the Google Storage mirror jukemirlib
     names, then the retired CDN address) into ``<cache>/models/jukebox/5b/``.
     No published checksum exists, so they are trusted on first use: after the
-    first download (and a size check for the prior, whose size, 10,288,727,721
-    bytes, agrees with the arithmetic below) their sha256 is recorded in
-    ``sha256.json`` beside them, and every later retrieval is verified against it.
+    first download passes a size check (the prior's 10,288,727,721 bytes agree
+    with the arithmetic below) and a structural one (the pickle parses and the
+    storages end exactly at the end of the file), its sha256 is recorded in
+    ``sha256.json`` beside it, and every later retrieval is verified against it.
 
 Conversion (once per source file and depth)
     The checkpoints are torch 1.4 pickles in the legacy (non-zip) format: five
@@ -98,7 +99,9 @@ def retrieve_official(model: str = "5b", mirror: str | None = None) -> dict[str,
     """Download (or find) the official checkpoints; verify them against the trust-on-first-use record.
 
     Returns ``{"vqvae": path, "prior": path}``. Raises :class:`jukemir.assets.DownloadError`
-    (or ``ChecksumError``) naming the file and the reason.
+    (``ChecksumError`` when a file differs from its recorded sha256), or ``ValueError``
+    when a first download has the wrong size or is not a well-formed checkpoint
+    (it is then moved aside as ``.bad``).
     """
     record_path = official_dir(model) / "sha256.json"
     record = read_json(record_path) if record_path.exists() else {}
@@ -113,6 +116,11 @@ def retrieve_official(model: str = "5b", mirror: str | None = None) -> dict[str,
             path.replace(path.with_name(path.name + ".bad"))
             raise ValueError(f"{path}: {size} bytes, expected {asset.size}; moved aside as .bad, run again to re-download")
         if not trusted:
+            try:
+                CheckpointIndex(path).close()  # a well-formed checkpoint before it is trusted
+            except ValueError:
+                path.replace(path.with_name(path.name + ".bad"))
+                raise
             record[asset.path_rel] = {"sha256": file_checksum(path), "size": size}
             write_json(record_path, record)
         paths[kind] = path
@@ -298,8 +306,8 @@ class CheckpointIndex:
             ref = unpickler.storages[str(key)]
             storages[ref.key] = (ref, position + 8)  # after the int64 element count
             position += 8 + ref.numel * _element_size(ref.dtype)
-        if position > self.path.stat().st_size:
-            raise ValueError(f"truncated: the storages need {position} bytes, the file has {self.path.stat().st_size}")
+        if position != self.path.stat().st_size:
+            raise ValueError(f"the storages end at byte {position} but the file has {self.path.stat().st_size} (truncated?)")
         return obj, storages
 
     def _index_zip(self):

@@ -219,6 +219,105 @@ def _cmd_import(args) -> int:
 
 
 # ---------------------------------------------------------------- probes (grid, probe, evaluate)
+def _add_grid_config(sub):
+    p = sub.add_parser(
+        "grid-config",
+        help="write a grid of probe configs to probes/<dataset>/<representation>/<uid>.json",
+        formatter_class=_Formatter,
+        description="Write one JSON file per config of the grid (the paper's 216, or the 12-config demo\n"
+        "grid) to $JUKEMIR_CACHE_DIR/probes/<dataset>/<representation>/<uid>.json.",
+    )
+    p.add_argument("dataset")
+    p.add_argument("representation")
+    p.add_argument("--grid", choices=["paper", "demo"], default="paper", help="which grid")
+    p.set_defaults(func=_cmd_grid_config)
+
+
+def _cmd_grid_config(args) -> int:
+    from .probe.grid import named_grid_cfgs, write_grid_configs
+
+    paths = write_grid_configs(named_grid_cfgs(args.dataset, args.representation, args.grid))
+    print(f"grid-config {args.dataset}/{args.representation}: {len(paths)} configs in {paths[0].parent}")
+    return 0
+
+
+def _add_probe(sub):
+    p = sub.add_parser(
+        "probe",
+        help="train probes of a dataset x representation (a whole grid at once)",
+        formatter_class=_Formatter,
+        description="Train every config of the grid (or of --config files) on\n"
+        "representations/<dataset>/<representation>/ and save each run to\n"
+        "probes/<dataset>/<representation>/<uid>/. Runs that already have metrics.json are\n"
+        "skipped, so an interrupted grid resumes. By default the configs are trained together\n"
+        "as stacked tensors; --serial trains them one after another with the original's loop.\n"
+        "Non-finite features (NaN/inf) are reported and, by default, replaced: +/-inf by the\n"
+        "training split's per-dimension finite max/min, NaN by its finite mean.",
+    )
+    p.add_argument("dataset")
+    p.add_argument("representation")
+    p.add_argument("--grid", choices=["paper", "demo"], default="paper", help="which grid (ignored with --config)")
+    p.add_argument("--config", nargs="+", default=None, metavar="FILE", help="config JSON files to train instead")
+    p.add_argument("--serial", action="store_true", help="one config at a time (the original's loop)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--nonfinite", choices=["replace", "error"], default="replace", help="what to do with NaN/inf features")
+    p.add_argument("--overwrite", action="store_true", help="retrain configs that already have a finished run")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_probe)
+
+
+def _cmd_probe(args) -> int:
+    from .probe.config import load_config
+    from .probe.grid import named_grid_cfgs
+    from .probe.train import train_grid
+
+    if args.config:
+        cfgs = [load_config(path) for path in args.config]
+    else:
+        cfgs = named_grid_cfgs(args.dataset, args.representation, args.grid)
+    summaries = train_grid(
+        args.dataset, args.representation, cfgs, serial=args.serial, device=args.device,
+        nonfinite=args.nonfinite, overwrite=args.overwrite, progress=not args.no_progress,
+    )  # fmt: skip
+    trained = sum(s["status"] == "trained" for s in summaries)
+    folder = os.path.dirname(summaries[0]["dir"]) if summaries else "-"
+    print(f"probe {args.dataset}/{args.representation}: {trained} trained, {len(summaries) - trained} already done -> {folder}")
+    return 0
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="pick each pair's best probe on validation; print its test metrics as a table",
+        formatter_class=_Formatter,
+        description="For every dataset x representation with finished runs (or those named), select\n"
+        "the run with the best validation metric (ties: smallest uid), evaluate it on --split,\n"
+        "print a markdown table (metrics x 100) and optionally write all metrics as JSON.",
+    )
+    p.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
+    p.add_argument("--representation", action="append", default=None, help="only this representation (repeatable)")
+    p.add_argument("--split", choices=["valid", "test"], default="test", help="split to report")
+    p.add_argument("--metric", default="primary", help="validation metric that selects the run")
+    p.add_argument("--expected-num-runs", type=int, default=None, help="fail unless each pair has this many runs")
+    p.add_argument("--nonfinite", choices=["replace", "error"], default="replace", help="what to do with NaN/inf features")
+    p.add_argument("--device", default=None, help="torch device")
+    p.add_argument("--out", default=None, help="write the rows as JSON to this file")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from .probe.evaluate import evaluate, results_table
+
+    rows = evaluate(
+        args.dataset, args.representation, split=args.split, metric=args.metric, out=args.out,
+        expected_num_runs=args.expected_num_runs, nonfinite=args.nonfinite, device=args.device,
+    )  # fmt: skip
+    print(results_table(rows))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------- report
 # ---------------------------------------------------------------- demo
 

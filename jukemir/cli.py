@@ -320,6 +320,27 @@ def _cmd_evaluate(args) -> int:
 
 # ---------------------------------------------------------------- report
 # ---------------------------------------------------------------- demo
+def _add_demo(sub):
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on a synthetic key dataset and print the results table",
+        formatter_class=_Formatter,
+        description="generate a synthetic 24-key dataset -> extract chroma and mfcc -> train a small\n"
+        "probe grid -> evaluate on test -> write the report. A few minutes on 2 CPU cores.\n"
+        "Outputs go to the cache ($JUKEMIR_CACHE_DIR, default ~/.jukemir/cache).",
+    )
+    p.add_argument("--songs-per-key", type=int, default=6, help="songs per key (>= 3: train, valid and test)")
+    p.add_argument("--grid", choices=["demo", "paper"], default="demo", help="probe grid to train")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(songs_per_key=args.songs_per_key, grid=args.grid, report=not args.no_report, progress=not args.no_progress)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

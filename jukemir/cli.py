@@ -45,6 +45,7 @@ def _add_extract(sub):
     p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--representations", default=None, help=argparse.SUPPRESS)  # the original's unused flag
+    _executor_args(p)
     g = p.add_argument_group("model options (each applies to the representation named)")
     g.add_argument("--weights", default=None, help="path to weights, overriding the download (musicnn/choi/clmr/jukebox)")
     g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None, help="jukebox arithmetic; fp32 = the original's")
@@ -58,6 +59,17 @@ def _add_extract(sub):
     p.set_defaults(func=_cmd_extract)
 
 
+def _executor_args(p):
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="run here, or shard over a Ray cluster")
+    p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or ray://host:10001); none starts a local Ray")
+
+
+def _executor(args):
+    from .executors import get_executor
+
+    return get_executor(args.executor, address=args.address) if args.executor != "local" else None
+
+
 REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame")
 
 
@@ -67,6 +79,13 @@ def _cmd_extract(args) -> int:
     options = {k: getattr(args, k) for k in REP_OPTIONS if getattr(args, k) is not None}
     if args.device is not None:
         options["device"] = args.device
+    executor = _executor(args)
+    if executor is not None:
+        if args.batch_idx is not None:
+            raise ValueError("--batch_idx selects one batch for one worker; with --executor ray leave it out")
+        summary = executor.extract(args.representation, args.input_dir, args.output_dir,
+                                   batch_size=args.batch_size or 256, options=options, progress=not args.no_progress)
+        return 0 if summary.ok else 1
     report = run_folder(
         args.representation,
         args.input_dir,
@@ -263,6 +282,7 @@ def _add_probe(sub):
     p.add_argument("--nonfinite", choices=["replace", "error"], default="replace", help="what to do with NaN/inf features")
     p.add_argument("--overwrite", action="store_true", help="retrain configs that already have a finished run")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _executor_args(p)
     p.set_defaults(func=_cmd_probe)
 
 
@@ -278,6 +298,7 @@ def _cmd_probe(args) -> int:
     summaries = train_grid(
         args.dataset, args.representation, cfgs, serial=args.serial, device=args.device,
         nonfinite=args.nonfinite, overwrite=args.overwrite, progress=not args.no_progress,
+        executor=_executor(args),
     )  # fmt: skip
     trained = sum(s["status"] == "trained" for s in summaries)
     folder = os.path.dirname(summaries[0]["dir"]) if summaries else "-"

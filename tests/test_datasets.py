@@ -830,3 +830,33 @@ def test_import_writes_the_processed_layout_and_registers_the_dataset(tmp_path, 
         from jukemir.datasets.custom import import_dataset
 
         import_dataset("gtzan_ff", user_audio, labels, "multiclass")
+
+
+def test_imported_dataset_runs_through_extract_probe_evaluate(tmp_path):
+    from jukemir.probe.evaluate import evaluate_pair
+    from jukemir.probe.grid import grid_cfgs
+    from jukemir.probe.train import train_grid
+
+    rng = np.random.default_rng(0)
+    audio = tmp_path / "clips"
+    audio.mkdir()
+    rows = [["file", "label"]]
+    for i in range(24):
+        label = ["c", "f_sharp"][i % 2]
+        freq = {"c": 261.63, "f_sharp": 369.99}[label] * rng.uniform(0.99, 1.01)
+        noisy = tone(1.0, 22050, freq) + 0.02 * rng.standard_normal(22050).astype(np.float32)
+        sf.write(str(audio / f"clip{i:02d}.flac"), noisy, 22050)
+        rows.append([f"clip{i:02d}.flac", label])
+    labels = _write_csv(tmp_path / "labels.csv", rows)
+    args = ["import", "tones", "--audio", str(audio), "--labels", str(labels), "--task", "multiclass"]
+    assert main(args + ["--split", "50/25/25", "--seed", "1", "--no-progress", "--jobs", "1"]) == 0
+
+    wav_dir, features = cache.processed_dir("tones") / "wav", cache.representations_dir("tones", "chroma")
+    assert main(["extract", "chroma", str(wav_dir), str(features), "--no-progress"]) == 0
+    assert len(list(features.glob("*.npy"))) == 24
+
+    grid = {"hidden_layer_sizes": [[], [32]], "learning_rate": [1e-2], "early_stopping_boredom": [8]}
+    runs = train_grid("tones", "chroma", grid_cfgs("tones", "chroma", grid), progress=False)
+    assert len(runs) == 2 and all(r["status"] == "trained" for r in runs)
+    row = evaluate_pair("tones", "chroma")
+    assert row["task"] == "multiclass" and row["test"]["accuracy"] >= 0.8, row["test"]

@@ -67,3 +67,37 @@ def test_ray_worker_crash_is_retried(ray_executor, folder, tmp_path):
 
 def test_ray_map_in_order(ray_executor):
     assert ray_executor.map(abs, [-3, 2, -1]) == [3, 2, 1]
+
+
+def _small_dataset(root):
+    """A 4-class 'test' dataset (the original's unit-test task) with noisy one-hot features."""
+    from jukemir.io import write_json
+
+    rng = np.random.default_rng(0)
+    meta = {}
+    feats = root / "representations" / "test" / "noisy"
+    feats.mkdir(parents=True)
+    for i in range(200):
+        y = int(rng.integers(0, 4))
+        uid = f"{i:04d}"
+        split = "train" if i % 10 < 8 else "valid" if i % 10 == 8 else "test"
+        meta[uid] = {"split": split, "y": str(y)}
+        x = np.eye(4, dtype=np.float32)[y] + rng.normal(0, 0.5, 4).astype(np.float32)
+        np.save(feats / f"{uid}.npy", x)
+    write_json(root / "processed" / "test" / "meta.json", meta)
+
+
+def test_ray_grid_equals_local(ray_executor, tmp_path):
+    from jukemir.probe.grid import grid_cfgs
+    from jukemir.probe.train import train_grid
+
+    _small_dataset(tmp_path)
+    cfgs = grid_cfgs("test", "noisy", {"hidden_layer_sizes": [[], [16]], "learning_rate": [1e-3, 1e-2],
+                                       "early_stopping_boredom": [8]})  # fmt: skip
+    roots = dict(processed_root=tmp_path / "processed", representations_root=tmp_path / "representations")
+    local = train_grid("test", "noisy", cfgs, probes_root=tmp_path / "local", progress=False, **roots)
+    remote = train_grid("test", "noisy", cfgs, probes_root=tmp_path / "ray", executor=ray_executor, **roots)
+    assert [r["uid"] for r in local] == [r["uid"] for r in remote]
+    assert all(r["status"] == "trained" for r in remote)
+    for a, b in zip(local, remote):
+        assert a["metrics"] == b["metrics"]

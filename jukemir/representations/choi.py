@@ -31,8 +31,10 @@ Batch statistics (``choi_batch_stats``):
   over the whole batch. Features depend on the batch mates, so the folder runner
   rebuilds the original's batches: the sorted file list shuffled with Python 2's
   ``random.shuffle`` after ``random.seed(0)`` (:func:`py2_shuffle`), cut into
-  chunks of 256, each chunk embedded as one batch. Memory stays bounded: the
-  statistics are accumulated over sub-batches of :attr:`Choi.chunk` clips.
+  chunks of 256, each chunk embedded as one batch (a file that cannot be
+  decoded is left out of its batch; the original would have stopped). Memory
+  stays bounded: the statistics are accumulated over sub-batches of
+  :attr:`Choi.chunk` clips.
 * ``"off"``: each file on its own. The dB reference is the file's own maximum
   (a batch of one), and BatchNorm uses the stored running statistics,
   ``(x - running_mean) / sqrt(running_var + 1e-3) * gamma + beta``. In the
@@ -387,7 +389,8 @@ class Choi(Representation):
         if not audios:
             return []
         clips = np.stack([fit_length(a) for a in audios])
-        with torch.inference_mode():
+        # float32 as Theano computed it: no TF32 in cuDNN convolutions (on by default).
+        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             audio = torch.from_numpy(clips).to(self.device)
             features = self.net(audio, batch_stats=self.batch_dependent, chunk=self.chunk)
         return list(features.cpu().numpy().astype(np.float32))

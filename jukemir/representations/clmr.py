@@ -283,7 +283,7 @@ class CLMR(Representation):
         if not framed:
             return []
         frames = torch.from_numpy(np.concatenate(framed))
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             out = torch.cat(
                 [
                     self.encoder(frames[s : s + self.frames_per_forward, None].to(self.device))

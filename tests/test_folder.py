@@ -39,8 +39,9 @@ def test_select_batch():
     assert select_batch(files, 3, 2) == ["g"]
     with pytest.raises(ValueError, match="invalid batch index 4"):
         select_batch(files, 2, 4)
-    with pytest.raises(ValueError, match="go together"):
-        select_batch(files, 2, None)
+    assert select_batch(files, 2, None) == files  # the original: no index, every file
+    with pytest.raises(ValueError, match="needs --batch_size"):
+        select_batch(files, None, 1)
 
 
 def test_cli_batch_bad_file_and_rerun(tone_folder, tmp_path):

@@ -86,14 +86,18 @@ def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
 
 
 def select_batch(files: Sequence, batch_size: int | None, batch_idx: int | None) -> list:
-    """``files[batch_idx*batch_size:(batch_idx+1)*batch_size]``; all files when both are None."""
+    """``files[batch_idx*batch_size:(batch_idx+1)*batch_size]``; all files when ``batch_idx`` is None.
+
+    (As the original: without ``--batch_idx`` every file is processed, and
+    ``--batch_size`` only sets the batches of a batch-dependent model.)
+    """
     files = list(files)
-    if batch_size is None and batch_idx is None:
-        return files
-    if batch_size is None or batch_idx is None:
-        raise ValueError("--batch_size and --batch_idx go together")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    if batch_idx is None:
+        return files
+    if batch_size is None:
+        raise ValueError("--batch_idx needs --batch_size")
     n_batches = -(-len(files) // batch_size)
     if not 0 <= batch_idx < n_batches:
         raise ValueError(

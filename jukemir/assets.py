@@ -256,6 +256,47 @@ def retrieve(
     raise DownloadError(f"asset {asset.tag}: download failed: " + "; ".join(errors))
 
 
+def retrieve_trusted(
+    asset: Asset,
+    record_path: str | os.PathLike,
+    *,
+    mirror: str | None = None,
+    check=None,
+) -> Path:
+    """:func:`retrieve` an asset that has no published checksum, trusting it on first use.
+
+    The first download is accepted after its size (``asset.size``, when known)
+    and ``check(path)`` (e.g. "is a well-formed checkpoint"; it raises
+    ``ValueError`` otherwise) pass; its sha256 and size are then recorded in the
+    JSON file ``record_path`` and every later retrieval must match them
+    (:class:`ChecksumError` otherwise). A first download that fails a check is
+    moved aside as ``.bad`` and the error re-raised.
+    """
+    import dataclasses
+
+    from .io import read_json, write_json
+
+    record_path = Path(record_path)
+    record = read_json(record_path) if record_path.exists() else {}
+    trusted = record.get(asset.path_rel)
+    if trusted:
+        asset = dataclasses.replace(asset, checksum=trusted["sha256"])
+    path = retrieve(asset, mirror=mirror)
+    if not trusted:
+        size = path.stat().st_size
+        try:
+            if asset.size is not None and size != asset.size:
+                raise ValueError(f"{path}: {size} bytes, expected {asset.size}")
+            if check is not None:
+                check(path)
+        except ValueError as exc:
+            path.replace(path.with_name(path.name + ".bad"))
+            raise ValueError(f"{exc}; moved aside as .bad, run again to re-download") from None
+        record[asset.path_rel] = {"sha256": file_checksum(path), "size": size}
+        write_json(record_path, record)
+    return path
+
+
 def retrieve_many(
     assets: Sequence[Asset] | Iterable[Asset],
     root: str | os.PathLike | None = None,

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jukemir.assets import DownloadError
+from jukemir.assets import DownloadError, file_checksum
 from jukemir.representations import get_representation
 from jukemir.representations.jukebox import Jukebox
 from jukemir.representations.jukebox import weights as W
@@ -310,8 +310,8 @@ def test_official_download_trust_on_first_use(ckpt_dir, tmp_path, monkeypatch, i
     monkeypatch.setattr(W, "PRIOR_5B_SIZE", (ckpt_dir / "prior_level_2.pth.tar").stat().st_size)
     rep = Jukebox(device="cpu", precision="fp32", model="checkpoint", layers=[2], mirror=str(mirror))
     record = json.loads((isolated_cache / "models/jukebox/5b/sha256.json").read_text())
-    assert record["models/jukebox/5b/vqvae.pth.tar"]["sha256"] == W.file_checksum(ckpt_dir / "vqvae.pth.tar")
-    assert rep.weights_id["prior"]["source_sha256"] == W.file_checksum(ckpt_dir / "prior_level_2.pth.tar")
+    assert record["models/jukebox/5b/vqvae.pth.tar"]["sha256"] == file_checksum(ckpt_dir / "vqvae.pth.tar")
+    assert rep.weights_id["prior"]["source_sha256"] == file_checksum(ckpt_dir / "prior_level_2.pth.tar")
     # the compact files suffice once converted, even without the sources
     for name in ("vqvae.pth.tar", "prior_level_2.pth.tar"):
         (isolated_cache / "models/jukebox/5b" / name).unlink()

@@ -10,7 +10,7 @@ from which :func:`get_dataset` learns their task and labels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import cache

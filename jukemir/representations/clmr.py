@@ -38,7 +38,6 @@ against that record.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import types
@@ -50,10 +49,8 @@ import torch
 from torch import nn
 
 from .. import cache
-from ..assets import Asset, file_checksum, retrieve, unpack
-from ..io import read_json, write_json
-from .base import Representation
-from .jukebox.weights import check_keys
+from ..assets import Asset, file_checksum, retrieve_trusted, unpack
+from .base import Representation, check_keys
 
 SAMPLE_RATE = 22_050
 PAPER_FRAME, CORRECTED_FRAME = 59_409, 59_049
@@ -205,16 +202,8 @@ def official_checkpoint(mirror: str | None = None) -> Path:
     file no longer matches the recorded sha256).
     """
     folder = cache.models_dir("clmr")
-    record_path = folder / "sha256.json"
-    record = read_json(record_path) if record_path.exists() else {}
     asset = Asset("CLMR_MAGNATAGATUNE_MLP", "models/clmr/clmr_magnatagatune_mlp.zip", (RELEASE_URL,))
-    trusted = record.get(asset.path_rel)
-    if trusted:
-        asset = dataclasses.replace(asset, checksum=trusted["sha256"])
-    archive = retrieve(asset, mirror=mirror)
-    if not trusted:
-        record[asset.path_rel] = {"sha256": file_checksum(archive), "size": archive.stat().st_size}
-        write_json(record_path, record)
+    archive = retrieve_trusted(asset, folder / "sha256.json", mirror=mirror)
     ckpt = unpack(archive, folder) / CHECKPOINT
     if not ckpt.is_file():
         raise FileNotFoundError(f"{archive}: has no {CHECKPOINT}")

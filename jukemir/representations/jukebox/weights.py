@@ -67,8 +67,9 @@ import numpy as np
 import torch
 
 from ... import cache
-from ...assets import Asset, file_checksum, retrieve
-from ...io import atomic_write, read_json, write_json
+from ..base import check_keys
+from ...assets import Asset, retrieve_trusted
+from ...io import atomic_write
 
 OFFICIAL_URLS = (
     "https://openaipublic.blob.core.windows.net/jukebox/models/5b/{name}",
@@ -104,25 +105,9 @@ def retrieve_official(model: str = "5b", mirror: str | None = None) -> dict[str,
     (it is then moved aside as ``.bad``).
     """
     record_path = official_dir(model) / "sha256.json"
-    record = read_json(record_path) if record_path.exists() else {}
     paths = {}
     for kind, asset in official_assets(model).items():
-        trusted = record.get(asset.path_rel)
-        if trusted:
-            asset = dataclasses.replace(asset, checksum=trusted["sha256"])
-        path = retrieve(asset, mirror=mirror)
-        size = path.stat().st_size
-        if asset.size is not None and size != asset.size:
-            path.replace(path.with_name(path.name + ".bad"))
-            raise ValueError(f"{path}: {size} bytes, expected {asset.size}; moved aside as .bad, run again to re-download")
-        if not trusted:
-            try:
-                CheckpointIndex(path).close()  # a well-formed checkpoint before it is trusted
-            except ValueError:
-                path.replace(path.with_name(path.name + ".bad"))
-                raise
-            record[asset.path_rel] = {"sha256": file_checksum(path), "size": size}
-            write_json(record_path, record)
+        path = retrieve_trusted(asset, record_path, mirror=mirror, check=lambda p: CheckpointIndex(p).close())
         paths[kind] = path
     return paths
 
@@ -397,21 +382,6 @@ def vqvae_key_filter(top_level: int) -> Callable[[str], bool]:
         return name.startswith("decoders.") or bool(level and int(level.group(2)) != top_level)
 
     return drop
-
-
-def check_keys(found: dict[str, tuple], expected: dict[str, tuple], what: str) -> None:
-    """Raise ``ValueError`` unless ``found`` (name -> shape) is exactly ``expected`` (names and shapes)."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(found) & set(expected) if tuple(found[k]) != tuple(expected[k]))
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected)):
-            if keys:
-                parts.append(f"{len(keys)} {label} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})")
-        for k in wrong[:5]:
-            parts.append(f"{k} has shape {tuple(found[k])}, the model expects {tuple(expected[k])}")
-        raise ValueError(f"{what}: weights do not match the model: " + "; ".join(parts))
 
 
 # ---------------------------------------------------------------- compact files

@@ -41,7 +41,7 @@ def _add_extract(sub):
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="files per batch (with --batch_idx)")
     p.add_argument("--batch_idx", "--batch-idx", type=int, default=None, help="process only batch I of the sorted list")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=2, help="audio-decoding threads running ahead of the model")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="audio-decoding threads running ahead of the model")
     p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--representations", default=None, help=argparse.SUPPRESS)  # the original's unused flag

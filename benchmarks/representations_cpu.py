@@ -11,7 +11,9 @@ the CPU in a scratch folder), writes N synthetic 30 s clips as 22,050 Hz WAVs
 
 Weights: the real choi files from ``../shared/weights/choi`` when present (else
 the official download); random weights for clmr, saved in the official
-checkpoint format (the cost does not depend on the values).
+checkpoint format, and for musicnn's MSD_musicnn_big unless its official
+weights are already converted in the cache (the cost does not depend on the
+values).
 
     python benchmarks/representations_cpu.py                 # all, 8 clips
     python benchmarks/representations_cpu.py clmr --clips 4 --threads 2
@@ -53,9 +55,28 @@ def setup_clmr(workdir: Path) -> Representation:
     return CLMR(device="cpu", weights=path)
 
 
+def setup_musicnn(workdir: Path) -> Representation:
+    """The paper's MSD_musicnn_big: the official weights when converted in the cache, else random ones."""
+    from jukemir import cache
+    from jukemir.representations.musicnn import Musicnn, tf_variables
+
+    converted = cache.models_dir("musicnn", create=False) / "MSD_musicnn_big.npz"
+    if converted.is_file():
+        return Musicnn(device="cpu", weights=converted)
+    rng = np.random.default_rng(0)
+    state = {
+        name: (np.ones(shape) if name.endswith("variance") else 0.05 * rng.standard_normal(shape)).astype(np.float32)
+        for name, shape in tf_variables("MSD_musicnn_big").items()
+    }
+    path = workdir / "MSD_musicnn_big_random.npz"
+    np.savez(path, **state)
+    return Musicnn(device="cpu", weights=path)
+
+
 SETUPS: dict[str, Callable[[Path], Representation]] = {
     "choi": setup_choi,
     "clmr": setup_clmr,
+    "musicnn": setup_musicnn,
 }
 
 

@@ -293,6 +293,9 @@ def test_load_probe_data_order_and_errors(isolated_cache):
     save_npy(folder / "5.npy", np.zeros((2, 2), np.float32))
     with pytest.raises(ValueError, match=r"5\.npy: feature has shape \(2, 2\)"):
         load_probe_data("test", "test")
+    save_npy(folder / "5.npy", np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match=r"5\.npy: feature has 5 dims, .*has 4"):
+        load_probe_data("test", "test")
     save_npy(folder / "5.npy", np.zeros(4, np.float32))
     meta = json.loads((cache.processed_dir("test") / "meta.json").read_text())
     meta["7"]["y"] = "9"

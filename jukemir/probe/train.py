@@ -234,10 +234,11 @@ def load_probe_data(
                 x = load_npy(path)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{path}: cannot read feature file ({exc})") from None
-            if dim is None:
-                dim = x.shape[0] if x.ndim == 1 else None
-            if x.ndim != 1 or x.shape[0] != dim or not np.issubdtype(x.dtype, np.number):
-                raise ValueError(f"{path}: feature has shape {x.shape} ({x.dtype}), expected ({dim},) numbers like {first_path}")
+            if x.ndim != 1 or not np.issubdtype(x.dtype, np.number):
+                raise ValueError(f"{path}: feature has shape {x.shape} ({x.dtype}), expected a 1-D vector of numbers")
+            dim = x.shape[0] if dim is None else dim
+            if x.shape[0] != dim:
+                raise ValueError(f"{path}: feature has {x.shape[0]} dims, {first_path} has {dim}")
             rows.append(x)
         X[split] = np.asarray(rows, dtype=np.float32)
 

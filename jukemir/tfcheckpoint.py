@@ -24,12 +24,13 @@ mean the files ``MTT_musicnn/.index`` and ``MTT_musicnn/.data-00000-of-00001``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -176,8 +177,11 @@ def parse_header(buf: bytes) -> dict:
         elif field == 2:
             header["endianness"] = value
         elif field == 3:
-            header["version"] = {("producer", "min_consumer", "bad_consumers")[f - 1]: v
-                                 for f, v in proto_fields(value) if f in (1, 2, 3)}
+            header["version"] = {
+                ("producer", "min_consumer", "bad_consumers")[f - 1]: v
+                for f, v in proto_fields(value)
+                if f in (1, 2, 3)
+            }
     return header
 
 
@@ -228,7 +232,11 @@ def crc32c(data: bytes | np.ndarray) -> int:
     computed side by side with numpy, then combined with the zero-feeding
     operator (the CRC is linear over GF(2)), so a few MB take milliseconds.
     """
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    buf = (
+        np.frombuffer(data, dtype=np.uint8)
+        if not isinstance(data, np.ndarray)
+        else data.view(np.uint8).ravel()
+    )
     n = len(buf)
     lanes = max(1, min(4096, n // 256))
     length = -(-n // lanes) if n else 0
@@ -274,7 +282,9 @@ def _read_block(path: Path, data: bytes, offset: int, size: int) -> bytes:
     block = data[offset:end]
     kind = data[end]
     if kind != 0:
-        raise CheckpointError(f"{path}: block at {offset} is compressed (type {kind}); only uncompressed tables are supported")
+        raise CheckpointError(
+            f"{path}: block at {offset} is compressed (type {kind}); only uncompressed tables are supported"
+        )
     stored = struct.unpack_from("<I", data, end + 1)[0]
     if unmask_crc(stored) != crc32c(data[offset : end + 1]):
         raise CheckpointError(f"{path}: block at {offset} fails its crc32c check (corrupt index)")
@@ -382,8 +392,8 @@ def load_checkpoint(
         raise CheckpointError(f"{_index_path(prefix)}: no variable(s) {', '.join(missing[:5])}")
     byte_order = "<" if header["endianness"] == 0 else ">"
     out = {}
-    handles = {}
-    try:
+    with contextlib.ExitStack() as stack:
+        handles = {}
         for name in names:
             entry = entries[name]
             if entry.dtype == DT_STRING:
@@ -393,20 +403,20 @@ def load_checkpoint(
             if entry.shard_id not in handles:
                 path = data_path(prefix, entry.shard_id, header["num_shards"])
                 try:
-                    handles[entry.shard_id] = (path, open(path, "rb"))
+                    handles[entry.shard_id] = (path, stack.enter_context(open(path, "rb")))
                 except OSError as exc:
                     raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
             path, handle = handles[entry.shard_id]
             handle.seek(entry.offset)
             raw = handle.read(entry.size)
             if len(raw) != entry.size:
-                raise CheckpointError(f"{path}: variable {name} needs bytes {entry.offset}..{entry.offset + entry.size}, file is shorter")
+                end = entry.offset + entry.size
+                raise CheckpointError(
+                    f"{path}: variable {name} needs bytes {entry.offset}..{end}, file is shorter"
+                )
             if verify and entry.crc32c is not None and crc32c(raw) != unmask_crc(entry.crc32c):
                 raise CheckpointError(f"{path}: variable {name} fails its crc32c check (corrupt data)")
             out[name] = _decode(entry, raw, byte_order)
-    finally:
-        for _, handle in handles.values():
-            handle.close()
     return out
 
 
@@ -418,6 +428,8 @@ def _decode(entry: TensorEntry, raw: bytes, byte_order: str) -> np.ndarray:
     else:
         dtype = entry.numpy_dtype.newbyteorder(byte_order)
         if n * dtype.itemsize != len(raw):
-            raise CheckpointError(f"variable {entry.name}: {len(raw)} bytes for shape {entry.shape} of {dtype}")
+            raise CheckpointError(
+                f"variable {entry.name}: {len(raw)} bytes for shape {entry.shape} of {dtype}"
+            )
         array = np.frombuffer(raw, dtype=dtype, count=n).astype(dtype.newbyteorder("="))
     return array.reshape(entry.shape)

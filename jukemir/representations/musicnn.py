@@ -66,6 +66,7 @@ first download against its git object id at that commit (sha1 of ``"blob
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,7 +136,11 @@ OFFICIAL = {
         "879aed424637e59e5928e8395070778494d3d304",
         5_040,
     ),
-    ("MSD_musicnn_big", ".data-00000-of-00001"): (None, "8797b12a184750ac483685d294a715259922b1b4", 95_817_164),
+    ("MSD_musicnn_big", ".data-00000-of-00001"): (
+        None,
+        "8797b12a184750ac483685d294a715259922b1b4",
+        95_817_164,
+    ),
     ("MSD_musicnn", ".index"): (
         "87f3e0f3550c8d3bafc840374003e5c8af5eeb5ecf6add61af09a7822d3282c8",
         "328f5c0b2eab5e90e98da7275b6d9e2dc705c285",
@@ -215,6 +220,19 @@ def _bn(channels: int) -> nn.Module:
     return nn.BatchNorm1d(channels, eps=BN_EPS)
 
 
+def _relu_bn_max_over_mel(y: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """``bn(relu(y)).amax(dim=3)`` for ``(B, C, T, mel)`` in inference mode, computed after the max.
+
+    ReLU and BatchNorm's per-channel affine map are monotone, so the max over
+    mel of the result is the map of the max (or, where the scale is negative,
+    of the min) of ``y``: the full-size tensor is never normalised.
+    """
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    extreme = torch.where(scale[:, None] >= 0, y.amax(dim=3), y.amin(dim=3))
+    return F.relu(extreme) * scale[:, None] + shift[:, None]
+
+
 class MusicnnNet(nn.Module):
     """musicnn's ``build_musicnn``: front end, dense mid end, pooled back end.
 
@@ -242,13 +260,11 @@ class MusicnnNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Patches ``(B, 187, 96)`` -> dense mid-end output ``(B, 561 + 3F, 187)``."""
         x = self.input_bn(x[:, None])  # (B, 1, T, mel)
-        front = []
         padded = F.pad(x, (0, 0, 3, 3))  # time only: 'same' in time, 'valid' in mel
-        for conv, bn in zip(self.timbral, self.timbral_bn):
-            front.append(bn(F.relu(conv(padded))).amax(dim=3))
+        front = [_relu_bn_max_over_mel(conv(padded), bn) for conv, bn in zip(self.timbral, self.timbral_bn)]
         for conv, bn, k in zip(self.temporal, self.temporal_bn, TEMPORAL):
             same = F.pad(x, (0, 0, (k - 1) // 2, k // 2))  # TF 'same' for an even kernel
-            front.append(bn(F.relu(conv(same))).amax(dim=3))
+            front.append(_relu_bn_max_over_mel(conv(same), bn))
         out = [torch.cat(front, dim=1)]  # (B, 561, T)
         h = out[0]
         for i, (conv, bn) in enumerate(zip(self.midend, self.midend_bn)):
@@ -273,7 +289,9 @@ class MusicnnNet(nn.Module):
         """Copy TF-named, TF-layout arrays (as :func:`tf_variables` lists them) into the modules."""
         state = {}
         for tf_name, (torch_name, convert) in _variable_map(self.spec).items():
-            state[torch_name] = torch.from_numpy(np.ascontiguousarray(convert(weights[tf_name]), dtype=np.float32))
+            state[torch_name] = torch.from_numpy(
+                np.ascontiguousarray(convert(weights[tf_name]), dtype=np.float32)
+            )
         for name, buf in self.state_dict().items():
             if name.endswith("num_batches_tracked"):
                 state[name] = buf
@@ -311,15 +329,19 @@ def _variable_map(spec: ModelSpec) -> dict:
     for kind, path in _modules_in_tf_order(spec):
         if kind == "bn":
             scope = tf_name("batch_normalization")
-            for tf_var, torch_var in (("gamma", "weight"), ("beta", "bias"),
-                                      ("moving_mean", "running_mean"), ("moving_variance", "running_var")):
+            for tf_var, torch_var in (
+                ("gamma", "weight"),
+                ("beta", "bias"),
+                ("moving_mean", "running_mean"),
+                ("moving_variance", "running_var"),
+            ):
                 mapping[f"{scope}/{tf_var}"] = (f"{path}.{torch_var}", identity)
         else:
             scope = tf_name("dense" if kind == "dense" else "conv2d")
             if kind == "conv":  # (kh, kw, in, out) -> (out, in, kh, kw)
-                kernel = lambda w: np.transpose(w, (3, 2, 0, 1))  # noqa: E731
+                kernel = lambda w: np.transpose(w, (3, 2, 0, 1))
             elif kind == "conv1d":  # (7, in, 1, out) over (time, channel) -> Conv1d (out, in, 7)
-                kernel = lambda w: np.transpose(w[:, :, 0, :], (2, 1, 0))  # noqa: E731
+                kernel = lambda w: np.transpose(w[:, :, 0, :], (2, 1, 0))
             else:  # (in, out) -> (out, in)
                 kernel = np.transpose
             mapping[f"{scope}/kernel"] = (f"{path}.weight", kernel)
@@ -411,7 +433,9 @@ def download_official(model: str, mirror: str | None = None) -> Path:
         def same_blob(path, blob=blob):
             got = git_blob_sha1(path)
             if got != blob:
-                raise ValueError(f"{path}: git object id {got}, expected {blob} (musicnn commit {COMMIT[:7]})")
+                raise ValueError(
+                    f"{path}: git object id {got}, expected {blob} (musicnn commit {COMMIT[:7]})"
+                )
 
         record = cache.models_dir("musicnn") / "sha256.json"
         paths.append(retrieve_trusted(asset, record, mirror=mirror, check=same_blob))
@@ -492,7 +516,9 @@ class Musicnn(Representation):
     ):
         self.spec = _check_model(model)
         if musicnn_log not in LOGS:
-            raise ValueError(f"musicnn_log must be 'float16' (the original) or 'float32', got {musicnn_log!r}")
+            raise ValueError(
+                f"musicnn_log must be 'float16' (the original) or 'float32', got {musicnn_log!r}"
+            )
         self.model, self.musicnn_log = model, musicnn_log
         self.dim = 2 * self.spec.channels
         self.may_be_nonfinite = musicnn_log == "float16"
@@ -538,7 +564,7 @@ class Musicnn(Representation):
         bounds = np.cumsum([0] + [len(p) for p in per_clip])
         return [
             np.concatenate([mean[a:b].mean(axis=0), peak[a:b].mean(axis=0)]).astype(np.float32)
-            for a, b in zip(bounds[:-1], bounds[1:])
+            for a, b in itertools.pairwise(bounds)
         ]
 
     def taggram(self, audio: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ function. ``jukemir <command> --help`` documents each.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -392,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
         print("jukemir: interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-        print(f"jukemir {args.command}: error: {exc}", file=sys.stderr)
+        hint = ""
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            hint = "; free some space and run the same command again (finished work is kept)"
+        print(f"jukemir {args.command}: error: {exc}{hint}", file=sys.stderr)
         return 2
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gzip
 import io
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +33,25 @@ os.umask(_UMASK)
 
 
 class DiskFullError(OSError):
-    """Raised when a write fails because the device is full (ENOSPC)."""
+    """Raised when a write fails for lack of space: a full device (ENOSPC), an exhausted disk
+    quota (EDQUOT) or a file-size limit (EFBIG). ``str()`` is one line naming the file."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "no space left on device (disk quota exceeded)",
+    errno.EFBIG: "file too large (the file system's or the process's file-size limit)",
+}
+
+
+def no_space_error(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` as a :class:`DiskFullError` naming ``path`` when it is ENOSPC/EDQUOT/EFBIG, else ``exc``."""
+    if isinstance(exc, DiskFullError) or exc.errno not in _NO_SPACE:
+        return exc
+    return DiskFullError(exc.errno, f"{path}: {_NO_SPACE[exc.errno]}")
 
 
 @contextlib.contextmanager
@@ -40,12 +60,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
 
     ``overwrite=False`` refuses to replace an existing file (``FileExistsError``),
     using a hard link so that two concurrent writers cannot both win.
-    On ENOSPC a :class:`DiskFullError` naming ``path`` is raised and nothing is
-    left behind.
+    When space runs out (ENOSPC, EDQUOT, EFBIG) a :class:`DiskFullError` naming
+    ``path`` is raised and nothing is left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_MARK + path.name + ".", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_MARK + path.name + ".", dir=path.parent)
+    except OSError as exc:
+        raise no_space_error(exc, path) from exc
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
     try:
         with os.fdopen(fd, mode) as handle:
@@ -60,9 +83,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
     except OSError as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if exc.errno == errno.ENOSPC:
-            raise DiskFullError(errno.ENOSPC, f"{path}: no space left on device") from exc
-        raise
+        error = no_space_error(exc, path)
+        if error is exc:
+            raise
+        raise error from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -105,20 +129,111 @@ def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> Non
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read JSON written by :func:`write_json` (gzip chosen by the ``.gz`` suffix)."""
+    """Read JSON written by :func:`write_json` (gzip chosen by the ``.gz`` suffix).
+
+    Malformed content raises ``ValueError`` naming the file.
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            return json.load(handle)
+    except (ValueError, EOFError, gzip.BadGzipFile) as exc:  # JSONDecodeError, UnicodeDecodeError, bad gzip
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON record as a line; a single ``write`` so concurrent appends do not interleave."""
+    """Append one JSON record as a line; a single ``write`` so concurrent appends do not interleave.
+
+    Raises :class:`DiskFullError` when space runs out (a partly written line is
+    then cut off again, so the file stays one record per line).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise no_space_error(exc, path) from exc
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                os.write(fd, line[written:])  # reports the error that cut the first write short
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise no_space_error(exc, path) from exc
     finally:
         os.close(fd)
+
+
+class FileLock:
+    """An exclusive lock on ``path`` shared by processes on any machine mounting the same folder.
+
+    It is an ``flock`` on the lock file, so the kernel releases it when its
+    holder dies, even by SIGKILL: a lock is never left stale. :meth:`release`
+    deletes the file; :meth:`acquire` re-checks after locking that the file it
+    locked is still the one at ``path``, so deletion cannot let two holders in.
+    On a file system without ``flock`` (e.g. Lustre mounted without it) locking
+    is skipped with a warning, and concurrent workers are not protected.
+    """
+
+    _warned = False
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, wait: bool = False) -> bool:
+        """Take the lock; ``False`` if another holder has it (``wait=True``: block until it is free)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise no_space_error(exc, self.path) from exc
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as exc:
+                raise no_space_error(exc, self.path) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                    os.close(fd)
+                    raise
+                self._warn_unsupported()
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                self._fd = fd
+                return True
+            os.close(fd)  # the holder released (and deleted) it meanwhile: lock the new file
+
+    def release(self) -> None:
+        """Delete the lock file and release the lock (a no-op when not held)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+    def _warn_unsupported(self) -> None:
+        if not FileLock._warned:
+            FileLock._warned = True
+            print(f"jukemir: warning: {self.path.parent}: the file system does not support file locks; "
+                  f"do not run two workers on the same folder", file=sys.stderr)  # fmt: skip
+
+    def __enter__(self) -> "FileLock":
+        self.acquire(wait=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -156,14 +156,27 @@ def test_stem_collision(tmp_path):
     assert report.done == 1 and "same output name" in report.failed[0][1]
 
 
-def test_busy_lock_is_respected_and_stale_lock_broken(tone_folder, tmp_path):
+def test_held_lock_is_waited_for_and_dead_lock_file_ignored(tone_folder, tmp_path):
+    import threading
+    import time
+
+    from jukemir.io import FileLock
+
     out = tmp_path / "o"
     locks = out / STATE_DIR / "locks"
     locks.mkdir(parents=True)
-    import os
-    import socket
+    (locks / "t1.lock").write_text("")  # left by a killed worker: nobody holds it
+    held = FileLock(locks / "t0.lock")
+    assert held.acquire()  # another worker busy with t0
+    released = []
 
-    (locks / "t0.lock").write_text(f"{socket.gethostname()} {os.getpid()}")  # a live worker (us)
-    (locks / "t1.lock").write_text(f"{socket.gethostname()} 999999999")  # a dead one
+    def other_worker_dies():
+        time.sleep(0.5)
+        released.append(time.time())
+        held.release()
+
+    threading.Thread(target=other_worker_dies).start()
     report = run_folder(Energy(), tone_folder, out, progress=False)
-    assert report.done == 4 and report.busy == 1 and not (out / "t0.npy").exists()
+    assert report.done == 5 and report.busy == 0 and report.ok  # t0 taken over once its lock was free
+    assert (out / "t0.npy").stat().st_mtime >= released[0] - 0.05
+    assert not list(locks.iterdir())

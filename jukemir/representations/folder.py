@@ -16,8 +16,13 @@ This is the contract every container runs (REFERENCE 7.0)::
   existing output is reused only if it matches (a stale one — other options,
   changed source, half-replaced — is recomputed and reported); an output with
   no provenance record (e.g. dropped-in precomputed features) is kept.
-* Workers on the same folder claim each output with a lock file, so two
-  workers never compute the same file at once and never corrupt it.
+* Workers on the same folder claim each output with a lock (an ``flock``,
+  released by the kernel when its holder dies), so two workers never compute
+  the same file at once and a killed worker never leaves a stale lock. A file
+  another worker holds is done last: the runner waits for that worker and
+  takes over whatever it did not finish, so a run that exits 0 leaves every
+  selected output valid. Temporaries of a killed writer are removed when the
+  output is claimed again.
 * A file that cannot be decoded or embedded is reported on stderr (``file:
   reason``) and in ``OUTPUT_DIR/.jukemir/errors.jsonl``, and skipped; the
   others finish; :attr:`FolderReport.ok` is False (exit status 1).
@@ -27,11 +32,10 @@ The runner never touches models; representations never touch files.
 
 from __future__ import annotations
 
-import contextlib
+import glob
 import hashlib
 import io
 import os
-import socket
 import sys
 import time
 from collections import deque
@@ -42,11 +46,20 @@ from typing import Sequence
 
 import numpy as np
 
-from ..io import DiskFullError, append_jsonl, atomic_write, read_json, remove_stale_temporaries, write_json
+from ..io import (
+    TMP_MARK,
+    DiskFullError,
+    FileLock,
+    append_jsonl,
+    atomic_write,
+    read_json,
+    remove_stale_temporaries,
+    write_json,
+)
 from . import Representation, get_representation, representation_class
 
 STATE_DIR = ".jukemir"
-LOCK_STALE_S = 6 * 3600.0
+STALE_TMP_S = 6 * 3600.0  # temporaries this old belong to dead writers, whatever output they were for
 
 
 @dataclass
@@ -57,7 +70,7 @@ class FolderReport:
     output_dir: str
     done: int = 0
     skipped: int = 0
-    busy: int = 0
+    busy: int = 0  # outputs another worker finished while this run waited for it
     stale: int = 0
     nonfinite: int = 0
     failed: list = field(default_factory=list)
@@ -68,7 +81,7 @@ class FolderReport:
         return not self.failed
 
     def summary(self) -> str:
-        extra = f", {self.busy} left to another worker" if self.busy else ""
+        extra = f", {self.busy} done by another worker" if self.busy else ""
         extra += f", {self.stale} stale recomputed" if self.stale else ""
         extra += f", {self.nonfinite} with non-finite values" if self.nonfinite else ""
         return (
@@ -119,7 +132,7 @@ class _Output:
         self.src = src
         self.npy = out_dir / (src.stem + ".npy")
         self.record = out_dir / STATE_DIR / "provenance" / (src.stem + ".json")
-        self.lock = out_dir / STATE_DIR / "locks" / (src.stem + ".lock")
+        self.lock = FileLock(out_dir / STATE_DIR / "locks" / (src.stem + ".lock"))
         self.provenance = provenance
 
     def status(self, rep: Representation) -> str:
@@ -156,44 +169,28 @@ class _Output:
         with atomic_write(self.npy, "wb") as handle:
             handle.write(data)
 
-    def claim(self) -> bool:
-        """Take this output's lock; False if a live worker holds it. Stale locks are broken."""
-        self.lock.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._lock_is_stale():
-                    return False
-                with contextlib.suppress(FileNotFoundError):
-                    self.lock.unlink()
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(me)
-            return True
-        return False
+    def claim(self, wait: bool = False) -> bool:
+        """Take this output's lock; False if another worker holds it (``wait``: block until it is free).
 
-    def _lock_is_stale(self) -> bool:
-        try:
-            owner = self.lock.read_text().split()
-            age = time.time() - self.lock.stat().st_mtime
-        except (FileNotFoundError, ValueError):
-            return True
-        if age > LOCK_STALE_S:
-            return True
-        if len(owner) == 2 and owner[0] == socket.gethostname():
-            try:
-                os.kill(int(owner[1]), 0)
-            except ProcessLookupError:
-                return True
-            except (PermissionError, ValueError):
-                return False
-        return False
+        Once held, temporaries a killed writer of this output left are removed.
+        """
+        if not self.lock.acquire(wait):
+            return False
+        for folder, name in ((self.npy.parent, self.npy.name), (self.record.parent, self.record.name)):
+            for stale in folder.glob(glob.escape(TMP_MARK + name) + ".*"):
+                stale.unlink(missing_ok=True)
+        return True
 
     def release(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.lock.unlink()
+        self.lock.release()
+
+
+def _remove_dead_locks(lock_dir: Path) -> None:
+    """Delete lock files that no live worker holds (left by workers killed before their release)."""
+    for path in lock_dir.glob("*.lock"):
+        lock = FileLock(path)
+        if lock.acquire():
+            lock.release()
 
 
 def run_folder(
@@ -235,8 +232,9 @@ def run_folder(
     select_batch(files, batch_size, batch_idx)  # validate the batch before loading a model
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir, older_than_s=LOCK_STALE_S)
-    remove_stale_temporaries(out_dir / STATE_DIR / "provenance", older_than_s=LOCK_STALE_S)
+    remove_stale_temporaries(out_dir, older_than_s=STALE_TMP_S)
+    remove_stale_temporaries(out_dir / STATE_DIR / "provenance", older_than_s=STALE_TMP_S)
+    _remove_dead_locks(out_dir / STATE_DIR / "locks")
     report = FolderReport(name, str(out_dir))
     if rep is None:
         rep = get_representation(name, **(options or {}))
@@ -265,6 +263,7 @@ def run_folder(
         else:
             report.stale += status == "stale"
             todo.append(out)
+    todo_set = set(todo)
 
     # Group the work: batch-dependent models see each selected chunk as one batch.
     if rep.batch_dependent:
@@ -272,7 +271,7 @@ def run_folder(
         groups = []
         for i in range(0, len(outputs), chunk):
             group = outputs[i : i + chunk]
-            if any(o in todo for o in group):
+            if any(o in todo_set for o in group):
                 groups.append(group)  # recompute the whole batch: features depend on batch mates
     else:
         step = max(1, rep.preferred_batch)
@@ -290,6 +289,7 @@ def run_folder(
         except Exception as exc:  # noqa: BLE001 - reported per file
             return None, exc
 
+    held_elsewhere = []  # (group, outputs another worker held when this run reached them)
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             pending: deque = deque()
@@ -305,9 +305,18 @@ def run_folder(
             while pending:
                 group, futures = pending.popleft()
                 submit_next()
-                _run_group(rep, group, [f.result() for f in futures], todo, report, fail)
-                if bar is not None:
+                busy = _run_group(rep, group, [f.result() for f in futures], todo_set, report, fail, overwrite)
+                if busy:
+                    held_elsewhere.append((group, busy))
+                elif bar is not None:
                     bar.update(len(group))
+        # Wait for the other worker, then do whatever it did not finish (e.g. because it was killed).
+        # Locks are taken in file order, and a worker holds none while it waits, so this cannot deadlock.
+        for group, busy in held_elsewhere:
+            members = group if rep.batch_dependent else busy
+            _run_group(rep, members, [load(o) for o in members], set(busy), report, fail, overwrite, wait=True)
+            if bar is not None:
+                bar.update(len(group))
     finally:
         if bar is not None:
             bar.close()
@@ -316,24 +325,33 @@ def run_folder(
     return report
 
 
-def _run_group(rep, group, loaded, todo, report, fail) -> None:
-    """Embed one group and write its outputs (claiming each output's lock first)."""
-    claimed = []
+def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=False) -> list:
+    """Embed one group and write the outputs in ``todo`` whose lock this worker gets.
+
+    Returns the outputs another worker holds (none with ``wait``: it blocks for them).
+    An output another worker finished meanwhile is not computed again.
+    """
+    claimed, busy = [], []
     try:
         for out in group:
-            if out in todo:
-                if out.claim():
-                    claimed.append(out)
-                else:
-                    report.busy += 1
+            if out not in todo:
+                continue
+            if not out.claim(wait):
+                busy.append(out)
+            elif not overwrite and out.status(rep) in ("valid", "foreign"):
+                out.release()  # another worker wrote it after this run listed its work
+                report.busy += 1
+            else:
+                claimed.append(out)
         if not claimed:
-            return
-        ok = [(o, a) for o, (a, e) in zip(group, loaded) if e is None]
+            return busy
+        # a batch-dependent model needs the whole group; otherwise embed only what this worker holds
+        ok = [(o, a) for o, (a, e) in zip(group, loaded) if e is None and (rep.batch_dependent or o in claimed)]
         for out, (_, err) in zip(group, loaded):
             if err is not None and out in claimed:
                 fail(out.src, err.reason if hasattr(err, "reason") else err)
         if not ok:
-            return
+            return busy
         audios = [a for _, a in ok]
         try:
             features = rep.batch(audios)
@@ -344,7 +362,7 @@ def _run_group(rep, group, loaded, todo, report, fail) -> None:
                 for out, _ in ok:
                     if out in claimed:
                         fail(out.src, f"{type(exc).__name__}: {exc}")
-                return
+                return busy
             features = []
             for out, audio in ok:  # isolate the file that broke the batch
                 try:
@@ -375,6 +393,7 @@ def _run_group(rep, group, loaded, todo, report, fail) -> None:
                 )
             out.write(feat)
             report.done += 1
+        return busy
     finally:
         for out in claimed:
             out.release()

@@ -1,0 +1,178 @@
+"""Shared pieces of the fault suite: its tally, audio folders, CLI processes, output checks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from jukemir.io import TMP_MARK
+from jukemir.representations.folder import STATE_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What the suite survived, printed by conftest.py at the end of the session.
+TALLY: Counter = Counter()
+
+
+def tally(kind: str, n: int = 1) -> None:
+    """Count ``n`` survived faults of ``kind`` (kills, fuzz cases, concurrent runs, ...)."""
+    TALLY[kind] += n
+
+
+def cli_env(**extra) -> dict:
+    """The environment of a CLI subprocess: this checkout and the suite's fakes importable, plus ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def jukemir_args(*args, fakes: bool = True) -> list[str]:
+    """argv of ``jukemir ARGS`` (with the fakes registered unless ``fakes=False``: the plain command)."""
+    module = "faults.worker" if fakes else "jukemir"
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def run_jukemir(*args, fakes: bool = True, timeout: float = 120, env: dict | None = None, **popen):
+    """Run ``jukemir ARGS`` to completion; return the CompletedProcess (text output captured)."""
+    return subprocess.run(jukemir_args(*args, fakes=fakes), capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env=env or cli_env(), **popen)  # fmt: skip
+
+
+def start_jukemir(*args, fakes: bool = True, env: dict | None = None, **popen) -> subprocess.Popen:
+    """Start ``jukemir ARGS`` in the background (stdout/stderr to pipes)."""
+    return subprocess.Popen(jukemir_args(*args, fakes=fakes), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env=env or cli_env(), **popen)  # fmt: skip
+
+
+def sigkill(proc: subprocess.Popen) -> bool:
+    """SIGKILL ``proc`` and reap it; True if it was still running (a real kill), False if it had exited."""
+    if proc.poll() is not None:
+        proc.communicate()
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    return proc.returncode == -signal.SIGKILL
+
+
+def wait_for(condition, proc: subprocess.Popen | None = None, timeout: float = 60.0, poll: float = 0.002) -> bool:
+    """Poll ``condition()`` until true (True), ``proc`` exits or ``timeout`` passes (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(poll)
+    raise TimeoutError(f"condition not met in {timeout} s")
+
+
+def write_tones(folder: Path, n: int, seed: int, sr: int = 8000, seconds=(0.3, 0.8)) -> Path:
+    """``n`` deterministic mono 16-bit WAVs ``c00.wav``... of random pitch, level and length (seeded)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        t = np.arange(int(rng.uniform(*seconds) * sr)) / sr
+        x = rng.uniform(0.05, 0.95) * np.sin(2 * np.pi * rng.uniform(80, 2000) * t)
+        x += 0.01 * rng.standard_normal(len(t))
+        sf.write(str(folder / f"c{i:02d}.wav"), np.clip(x, -1, 1).astype(np.float32), sr, subtype="PCM_16")
+    return folder
+
+
+def outputs(out_dir: Path) -> dict[str, bytes]:
+    """``{name: bytes}`` of the ``.npy`` outputs of a folder."""
+    return {p.name: p.read_bytes() for p in sorted(Path(out_dir).glob("*.npy"))}
+
+
+def records(out_dir: Path) -> dict[str, dict]:
+    """``{stem: provenance record}`` of a folder."""
+    folder = Path(out_dir) / STATE_DIR / "provenance"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def temporaries(out_dir: Path) -> list[Path]:
+    """Temporary files (of killed or failed writers) anywhere under ``out_dir``."""
+    return sorted(p for p in Path(out_dir).rglob(TMP_MARK + "*"))
+
+
+def assert_no_corrupt(out_dir: Path, reference: dict[str, bytes]) -> int:
+    """Every visible ``.npy`` is byte-identical to the uninterrupted run's; return how many there are."""
+    found = outputs(out_dir)
+    unknown = sorted(set(found) - set(reference))
+    assert not unknown, f"{out_dir}: outputs that the uninterrupted run did not write: {unknown}"
+    bad = sorted(name for name, data in found.items() if data != reference[name])
+    assert not bad, f"{out_dir}: outputs that differ from the uninterrupted run: {bad}"
+    return len(found)
+
+
+def assert_complete(out_dir: Path, reference: dict[str, bytes], reference_records: dict | None = None) -> None:
+    """Every output present, byte-identical, with its provenance; no temporaries or locks left behind."""
+    assert_no_corrupt(out_dir, reference)
+    missing = sorted(set(reference) - set(outputs(out_dir)))
+    assert not missing, f"{out_dir}: outputs lost: {missing}"
+    if reference_records is not None:
+        assert records(out_dir) == reference_records, f"{out_dir}: provenance records differ from the uninterrupted run's"
+    assert not temporaries(out_dir), f"{out_dir}: temporary files left behind: {temporaries(out_dir)}"
+    locks = Path(out_dir) / STATE_DIR / "locks"
+    assert not (locks.exists() and any(locks.iterdir())), f"{out_dir}: lock files left behind: {list(locks.iterdir())}"
+
+
+CRASH_OPS = ("open", "fsync", "replace", "link", "unlink", "rename")
+
+
+def run_forked(fn, crash_at: int | None = None) -> tuple[bool, int]:
+    """Run ``fn()`` in a forked child; with ``crash_at=k`` the child SIGKILLs itself just before its
+    k-th file-system step (a call of ``os.open``/``fsync``/``replace``/``link``/``unlink``/``rename``).
+
+    Returns ``(killed, steps)``: whether the child died of SIGKILL, and how many steps it took
+    (of a run that was not killed). Enumerating ``k = 1..steps`` visits every crash point of a run.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: count (and maybe crash at) file-system steps, never return to pytest
+        code = 0
+        try:
+            os.close(read_end)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            steps = [0]
+
+            def counted(real):
+                def step(*args, **kwargs):
+                    steps[0] += 1
+                    if steps[0] == crash_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return real(*args, **kwargs)
+
+                return step
+
+            real_write = os.write
+            for name in CRASH_OPS:
+                setattr(os, name, counted(getattr(os, name)))
+            fn()
+            real_write(write_end, str(steps[0]).encode())
+        except BaseException:  # noqa: BLE001 - report through the exit status
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        written = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    if not killed and (not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0):
+        raise RuntimeError(f"forked run failed (status {status})")
+    return killed, int(written or 0)

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Steps 1-3 replaced: download, verify and unpack the paper's 24 precomputed feature tarballs into
-# representations/<dataset>/<representation>/<uid>.npy, and install the paper's metadata as
-# processed/<dataset>/meta.json (what the probes read; no WAVs are needed).
-# Optional arguments select a dataset and/or a representation, e.g. `123_precomputed.sh gtzan_ff jukebox`.
+# Steps 1-3 replaced: download, verify and unpack the paper's precomputed features into
+# <cache>/representations/<dataset>/<representation>/<uid>.npy, and install the paper's metadata as
+# <cache>/processed/<dataset>/meta.json (what the probes read; no audio is needed). For every
+# dataset x representation of DATASETS x REPRESENTATIONS (24 tarballs by default). JOBS parallel
+# downloads (default 2).
 set -euo pipefail
-jukemir download precomputed "$@" --jobs "${JOBS:-2}"
-jukemir download metadata
+# shellcheck source=reproduce/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+for dataset in "${datasets[@]}"; do
+  for representation in "${representations[@]}"; do
+    jukemir download precomputed "$dataset" "$representation" --jobs "${JOBS:-2}" "$@"
+  done
+done
+jukemir download metadata "$@"

@@ -1,0 +1,63 @@
+# syntax=docker/dockerfile:1
+# jukemir/representations_clmr: CLMR SampleCNN features (512 floats per file, REFERENCE 7.4) of every
+# file in /input, written to /output/<stem>.npy. GPU when given one (--gpus all), else CPU. The
+# checkpoint (a GitHub release asset with no published checksum) is downloaded at build time and its
+# sha256 recorded in the image (trust on first use).
+#
+#   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD/wavs:/input:ro" -v "$PWD/out:/output" \
+#       jukemir/representations_clmr [--batch_size N --batch_idx I]
+#
+# Build from the repository root: docker build -f containers/clmr.Dockerfile -t jukemir/representations_clmr .
+# (containers/build.sh builds every image with one tag). Everything above the "clmr" section is the
+# same text in base, clmr, musicnn and jukebox.Dockerfile, so those images share these layers.
+
+FROM nvidia/cuda:13.0.2-base-ubuntu24.04
+
+ARG TORCH_VERSION=2.13.0
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    JUKEMIR_CACHE_DIR=/jukemir/cache \
+    NUMBA_CACHE_DIR=/tmp/numba \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/cache
+
+# Ubuntu's Python 3.12, in a virtual environment (PEP 668). apt packages are not pinned: Ubuntu keeps
+# only the newest build in -updates/-security, so a pin would break at the next security fix.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/venv
+
+# PyPI's torch for Linux is the CUDA 13.0 build and brings its own CUDA libraries: hence the CUDA
+# "base" image (what the NVIDIA container toolkit needs), as "runtime" would hold a second copy.
+# Every other dependency at the version the tests pass with.
+RUN --mount=type=bind,source=containers/constraints.txt,target=/tmp/constraints.txt \
+    pip install --constraint /tmp/constraints.txt "torch==${TORCH_VERSION}"
+
+# a non-root user, uid 1000 (Ubuntu's own "ubuntu" user removed first); any uid may run the image
+# (--user) and write to the cache
+RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
+ && useradd --create-home --uid 1000 jukemir \
+ && mkdir -p /jukemir/cache/models /input /output \
+ && chown jukemir:jukemir /input /output \
+ && chmod 1777 /jukemir/cache /jukemir/cache/models
+WORKDIR /jukemir
+
+# ---------------------------------------------------------------- clmr
+RUN --mount=type=bind,target=/src,rw \
+    pip install --constraint /src/containers/constraints.txt "/src"
+# the weights, downloaded and verified by the package's own code (baked into the image), left
+# writable for whichever uid runs the image; --build-arg JUKEMIR_MIRROR=URL tries a mirror first
+ARG JUKEMIR_MIRROR=
+RUN python -c "from jukemir.representations import get_representation as g; g('clmr', device='cpu')" \
+ && chmod -R a+rwX /jukemir/cache/models
+
+USER 1000:1000
+ENTRYPOINT ["jukemir", "extract", "clmr"]

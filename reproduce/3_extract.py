@@ -54,10 +54,14 @@ def dataset_size(cache: Path, dataset: str) -> int:
         return sum(1 for record in records.values() if record.get("split") is not None)
     if dataset in PAPER_SIZES:
         return PAPER_SIZES[dataset]
-    raise SystemExit(f"3_extract.py: {meta}: no meta.json for dataset {dataset!r}; process or import it first")
+    raise SystemExit(
+        f"3_extract.py: {meta}: no meta.json for dataset {dataset!r}; process or import it first"
+    )
 
 
-def docker_commands(cache: Path, dataset: str, representation: str, n_batches: int, args) -> list[tuple[list, list]]:
+def docker_commands(
+    cache: Path, dataset: str, representation: str, n_batches: int, args
+) -> list[tuple[list, list]]:
     """``(folders to create, docker run argv)`` for each batch of one dataset x representation."""
     uid, gid = os.getuid(), os.getgid()
     wav = cache / "processed" / dataset / "wav"
@@ -105,13 +109,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         metavar="REPRESENTATION")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="files per batch (the paper: 256)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--run", action="store_true", help="run the docker commands here instead of printing them")
+    mode.add_argument(
+        "--run", action="store_true", help="run the docker commands here instead of printing them"
+    )
     mode.add_argument("--local", action="store_true", help="run `jukemir extract` natively instead of Docker")
-    parser.add_argument("--dry-run", action="store_true", help="with --local: print the commands, run nothing")
-    parser.add_argument("--no-gpus", dest="gpus", action="store_false", help="no --gpus all for musicnn, clmr, jukebox")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="with --local: print the commands, run nothing"
+    )
+    parser.add_argument(
+        "--no-gpus", dest="gpus", action="store_false", help="no --gpus all for musicnn, clmr, jukebox"
+    )
     parser.add_argument("--baked-weights", action="store_true",
                         help="the jukebox image has its weights built in: do not mount <cache>/models/jukebox")  # fmt: skip
-    parser.add_argument("--namespace", default=os.environ.get("JUKEMIR_NAMESPACE", "jukemir"), help="image namespace")
+    parser.add_argument(
+        "--namespace", default=os.environ.get("JUKEMIR_NAMESPACE", "jukemir"), help="image namespace"
+    )
     parser.add_argument("--tag", default=os.environ.get("JUKEMIR_TAG", "latest"), help="image tag")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -125,33 +137,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     cache = cache_dir()
-    jobs = []
+    commands = []
     for dataset in args.datasets:
         if args.local:
-            jobs += [local_command(cache, dataset, rep, args) for rep in args.representations]
+            commands += [local_command(cache, dataset, rep, args) for rep in args.representations]
             continue
         n_batches = math.ceil(dataset_size(cache, dataset) / args.batch_size)
         for rep in args.representations:
-            jobs += docker_commands(cache, dataset, rep, n_batches, args)
+            commands += docker_commands(cache, dataset, rep, n_batches, args)
 
     if not (args.run or args.local) or args.dry_run:
-        for folders, argv in jobs:
-            print(shlex.join(["mkdir", "-p", *map(str, folders)]), "&&", shlex.join(argv))
+        for folders, command in commands:
+            print(shlex.join(["mkdir", "-p", *map(str, folders)]), "&&", shlex.join(command))
         return 0
 
     if args.local and shutil.which("jukemir") is None:
         print("3_extract.py: the `jukemir` command is not on PATH (pip install jukemir)", file=sys.stderr)
         return 2
     failed = []
-    for i, (folders, argv) in enumerate(jobs, 1):
+    for i, (folders, command) in enumerate(commands, 1):
         for folder in folders:
             Path(folder).mkdir(parents=True, exist_ok=True)
-        print(f"[{i}/{len(jobs)}] {shlex.join(argv)}", file=sys.stderr, flush=True)
-        if subprocess.run(argv).returncode != 0:
-            failed.append(shlex.join(argv))
+        print(f"[{i}/{len(commands)}] {shlex.join(command)}", file=sys.stderr, flush=True)
+        if subprocess.run(command).returncode != 0:
+            failed.append(shlex.join(command))
     for line in failed:
         print(f"3_extract.py: failed: {line}", file=sys.stderr)
-    print(f"3_extract.py: {len(jobs) - len(failed)} of {len(jobs)} commands succeeded", file=sys.stderr)
+    print(
+        f"3_extract.py: {len(commands) - len(failed)} of {len(commands)} commands succeeded", file=sys.stderr
+    )
     return 1 if failed else 0
 
 

@@ -104,7 +104,9 @@ def test_images_are_pinned_and_share_their_common_layers():
         assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+-[\w.-]+", base), base  # a versioned tag, not latest
         assert f"ARG TORCH_VERSION={torch_version}" in first
     assert "+cpu" in common_part("chroma") and "download.pytorch.org/whl/cpu" in common_part("chroma")
-    pins = [line for line in (CONTAINERS / "constraints.txt").read_text().splitlines() if line and line[0] != "#"]
+    pins = [
+        line for line in (CONTAINERS / "constraints.txt").read_text().splitlines() if line and line[0] != "#"
+    ]
     assert pins and all(re.fullmatch(r"[\w.-]+==[\w.]+", line) for line in pins)
     base = dockerfile("base")
     assert base["CMD"] == [["bash"]] and "JUKEMIR_IN_DOCKER=1" in base["ENV"]
@@ -130,7 +132,9 @@ def test_handcrafted_entrypoints_fill_the_output_folder(rep, tmp_path):
     assert r.returncode == 0, r.stderr
     features = outputs(out)
     assert list(features) == [f"clip{i}" for i in range(4)]
-    assert all(v.shape == (DIMS[rep],) and v.dtype == np.float32 and np.isfinite(v).all() for v in features.values())
+    assert all(
+        v.shape == (DIMS[rep],) and v.dtype == np.float32 and np.isfinite(v).all() for v in features.values()
+    )
     r = run_entrypoint(rep, "--batch_size", "3", "--batch_idx", "2", input_dir=wavs, output_dir=out)
     assert r.returncode != 0 and "batch index" in r.stderr.lower()
 
@@ -151,9 +155,13 @@ def test_choi_entrypoint_with_the_weights_as_baked(tmp_path, isolated_cache):
 def test_musicnn_entrypoint_with_the_small_official_model(tmp_path, isolated_cache):
     # MSD_musicnn_big's data file is not here: the small MSD_musicnn (same code path: official
     # checksummed files in <cache>/models/musicnn, converted once) stands in for it
-    shutil.copytree(SHARED / "weights" / "musicnn" / "MSD_musicnn", isolated_cache / "models" / "musicnn" / "MSD_musicnn")
+    shutil.copytree(
+        SHARED / "weights" / "musicnn" / "MSD_musicnn", isolated_cache / "models" / "musicnn" / "MSD_musicnn"
+    )
     wavs = tone_folder(tmp_path / "input", 2, seconds=3.5, sr=16000)
-    r = run_entrypoint("musicnn", "--model", "MSD_musicnn", "--device", "cpu", input_dir=wavs, output_dir=tmp_path / "output")
+    r = run_entrypoint(
+        "musicnn", "--model", "MSD_musicnn", "--device", "cpu", input_dir=wavs, output_dir=tmp_path / "output"
+    )
     assert r.returncode == 0, r.stderr
     features = outputs(tmp_path / "output")
     assert len(features) == 2 and all(v.shape == (1506,) for v in features.values())
@@ -166,7 +174,9 @@ def test_clmr_entrypoint_with_random_weights(tmp_path):
     weights = tmp_path / "clmr.pt"
     torch.save({f"encoder.{k}": v for k, v in SampleCNN().state_dict().items()}, weights)
     wavs = tone_folder(tmp_path / "input", 2, seconds=3.0)
-    r = run_entrypoint("clmr", "--weights", str(weights), "--device", "cpu", input_dir=wavs, output_dir=tmp_path / "output")
+    r = run_entrypoint(
+        "clmr", "--weights", str(weights), "--device", "cpu", input_dir=wavs, output_dir=tmp_path / "output"
+    )
     assert r.returncode == 0, r.stderr
     features = outputs(tmp_path / "output")
     assert len(features) == 2 and all(v.shape == (512,) and np.isfinite(v).all() for v in features.values())
@@ -198,7 +208,11 @@ def test_compose_services():
         assert service["image"].endswith(f"/representations_{rep}:${{JUKEMIR_TAG:-latest}}")
         assert rep in service["profiles"]
         mounts = [re.fullmatch(r"(.+):(/[\w/]+)(:ro)?", v).groups() for v in service["volumes"]]
-        assert mounts[0] == ("${JUKEMIR_CACHE_DIR:-~/.jukemir/cache}/processed/${DATASET:-gtzan_ff}/wav", "/input", ":ro")
+        assert mounts[0] == (
+            "${JUKEMIR_CACHE_DIR:-~/.jukemir/cache}/processed/${DATASET:-gtzan_ff}/wav",
+            "/input",
+            ":ro",
+        )
         assert mounts[1] == (f"${{JUKEMIR_CACHE_DIR:-~/.jukemir/cache}}/representations/${{DATASET:-gtzan_ff}}/{rep}",
                              "/output", None)  # fmt: skip
         gpu = "deploy" in service
@@ -250,7 +264,9 @@ def test_extract_prints_the_papers_822_commands(bin_dir, isolated_cache):
     mtt = [line for line in jukebox if f"-v {isolated_cache}/processed/magnatagatune/wav:/input:ro" in line]
     assert len(mtt) == 102 and mtt[-1].endswith("--batch_size 256 --batch_idx 101 --precision fp32")
     assert f"-v {isolated_cache}/representations/magnatagatune/jukebox:/output" in mtt[0]
-    assert "--gpus all" in jukebox[0] and not any("--gpus" in line for line in lines if "representations_mfcc" in line)
+    assert "--gpus all" in jukebox[0] and not any(
+        "--gpus" in line for line in lines if "representations_mfcc" in line
+    )
     assert f"--user {os.getuid()}:{os.getgid()}" in lines[0] and lines[0].startswith("mkdir -p ")
     # sizes come from meta.json when there is one: 5 items with a split -> one batch of 4 and one of 1
     meta = {f"u{i}": {"split": "train" if i < 5 else None, "y": 0} for i in range(7)}
@@ -264,7 +280,9 @@ def test_extract_sh_runs_docker_per_batch(bin_dir, isolated_cache, tmp_path):
     r = script("3_extract.sh", env={"DATASETS": "emomusic", "REPRESENTATIONS": "clmr"})
     assert r.returncode == 0, r.stderr
     calls = docker_calls(tmp_path)
-    assert len(calls) == 3 and all(c.startswith("run --rm --user") and "representations_clmr:latest" in c for c in calls)
+    assert len(calls) == 3 and all(
+        c.startswith("run --rm --user") and "representations_clmr:latest" in c for c in calls
+    )
     assert (isolated_cache / "representations" / "emomusic" / "clmr").is_dir()  # created before the mount
 
 
@@ -292,4 +310,7 @@ def test_docker_0_starts_the_base_container(bin_dir, tmp_path, isolated_cache, g
     assert run.startswith("run --detach") and run.endswith("jukemir/lib:latest bash")
     assert ("--gpus all" in run) == gpu
     assert f"--user {os.getuid()}:{os.getgid()}" in run
-    assert f"--volume {isolated_cache}:/jukemir/cache" in run and f"--volume {REPRODUCE}:/jukemir/reproduce:ro" in run
+    assert (
+        f"--volume {isolated_cache}:/jukemir/cache" in run
+        and f"--volume {REPRODUCE}:/jukemir/reproduce:ro" in run
+    )

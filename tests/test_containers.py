@@ -314,3 +314,39 @@ def test_docker_0_starts_the_base_container(bin_dir, tmp_path, isolated_cache, g
         f"--volume {isolated_cache}:/jukemir/cache" in run
         and f"--volume {REPRODUCE}:/jukemir/reproduce:ro" in run
     )
+
+
+def test_scripts_loop_over_the_chosen_datasets_and_representations(bin_dir, tmp_path, isolated_cache):
+    log = tmp_path / "jukemir.log"
+    (bin_dir / "jukemir").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n')  # records, runs nothing
+    env = {"DATASETS": "gtzan_ff emomusic", "REPRESENTATIONS": "chroma jukebox", "JOBS": "3", "VERIFY": "1"}
+
+    def calls(name, *args, **extra):
+        log.unlink(missing_ok=True)
+        r = script(name, *args, env={**env, **extra})
+        assert r.returncode == 0, r.stderr
+        return log.read_text().splitlines()
+
+    assert calls("1_download.sh", "--mirror", "M") == [
+        "download gtzan_ff --jobs 3 --mirror M", "download emomusic --jobs 3 --mirror M"]  # fmt: skip
+    assert calls("2_process.sh")[:2] == [
+        "process gtzan_ff --verify-metadata --jobs 3",
+        "process gtzan_ff --jobs 3",
+    ]
+    assert calls("123_precomputed.sh") == [
+        "download precomputed gtzan_ff chroma", "download precomputed gtzan_ff jukebox",
+        "download precomputed emomusic chroma", "download precomputed emomusic jukebox", "download metadata",
+    ]  # fmt: skip
+    assert calls("4_grid_config.sh")[-1] == "grid-config emomusic jukebox --grid paper"
+    r = script("5_grid_train_serial.sh", env=env)
+    assert r.returncode == 1 and "run 4_grid_config.sh first" in r.stderr
+    for dataset in env["DATASETS"].split():
+        for rep in env["REPRESENTATIONS"].split():
+            (isolated_cache / "probes" / dataset / rep).mkdir(parents=True)
+            (isolated_cache / "probes" / dataset / rep / "abc.json").write_text("{}")
+    ray = calls("5_grid_train_ray.sh", RAY_ADDRESS="auto")
+    assert (
+        ray[0]
+        == f"probe gtzan_ff chroma --config {isolated_cache}/probes/gtzan_ff/chroma/abc.json --executor ray --address auto"
+    )
+    assert len(ray) == 4

@@ -40,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from . import cache
+from .io import FileLock
 
 MIRROR_ENV = "JUKEMIR_MIRROR"
 MANIFEST_DIR = Path(__file__).with_name("assets")
@@ -165,8 +166,11 @@ def _candidate_urls(asset: Asset, mirror: str | None) -> list[str]:
     return urls + list(asset.urls)
 
 
-def _fetch(url: str, part: Path, timeout: float, progress) -> None:
-    """Stream ``url`` into ``part``, resuming from its current size when the server allows."""
+def _fetch(url: str, part: Path, timeout: float, progress) -> bool:
+    """Stream ``url`` into ``part``, resuming from its current size when the server allows.
+
+    Returns whether it resumed (appended to bytes of an earlier attempt).
+    """
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "jukemir"})
     if have and not url.startswith("file:"):
@@ -189,6 +193,7 @@ def _fetch(url: str, part: Path, timeout: float, progress) -> None:
             os.fsync(out.fileno())
         if total is not None and part.stat().st_size != total:
             raise DownloadError(f"connection closed after {part.stat().st_size} of {total} bytes")
+    return have > 0
 
 
 def retrieve(
@@ -204,20 +209,29 @@ def retrieve(
     """Make sure ``asset`` is at ``<root>/<path_rel>`` (root: the cache) and verified; return its path.
 
     An existing file that fails verification is set aside (renamed ``.bad``)
-    and downloaded again. Raises :class:`DownloadError` naming the asset, the
-    URLs tried and why each failed.
+    and downloaded again. Processes retrieving the same asset take turns (a
+    lock file ``<dest>.lock``): the later ones find it verified. A resumed
+    download that fails verification (the ``.part`` came from another version
+    of the file) is restarted from zero. Raises :class:`DownloadError` naming
+    the asset, the URLs tried and why each failed.
     """
     root = Path(root) if root is not None else cache.cache_dir()
     dest = root / asset.path_rel
-    if dest.is_file():
-        if verify(asset, dest):
-            return dest
-        dest.replace(dest.with_name(dest.name + ".bad"))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    if dest.is_file() and verify(asset, dest):
+        return dest
     urls = _candidate_urls(asset, mirror)
     if not urls:
         raise DownloadError(f"asset {asset.tag}: no URL to download it from; place it at {dest}")
+    with FileLock(dest.with_name(dest.name + ".lock")):
+        if dest.is_file():
+            if verify(asset, dest):
+                return dest  # another process finished it while this one waited
+            dest.replace(dest.with_name(dest.name + ".bad"))
+        return _download(asset, dest, urls, retries, backoff, timeout, progress)
+
+
+def _download(asset: Asset, dest: Path, urls: list[str], retries, backoff, timeout, progress) -> Path:
+    part = dest.with_name(dest.name + ".part")
     errors = []
     bar = None
     if progress:
@@ -226,9 +240,10 @@ def retrieve(
         bar = tqdm(desc=asset.tag, unit="B", unit_scale=True, leave=False, dynamic_ncols=True)
     try:
         for url in urls:
-            for attempt in range(retries + 1):
+            attempt = 0
+            while attempt <= retries:
                 try:
-                    _fetch(url, part, timeout, bar)
+                    resumed = _fetch(url, part, timeout, bar)
                 except urllib.error.HTTPError as exc:
                     reason = f"HTTP {exc.code} {exc.reason}"
                     errors.append(f"{url}: {reason}")
@@ -245,9 +260,12 @@ def retrieve(
                     got = file_checksum(part, asset.algorithm)
                     part.unlink(missing_ok=True)
                     errors.append(f"{url}: checksum mismatch ({asset.algorithm} {got}, expected {asset.checksum})")
+                    if resumed:
+                        continue  # the kept bytes were bad: start this URL over from zero
                     break
                 if attempt < retries:
                     time.sleep(backoff * (2**attempt))
+                attempt += 1
     finally:
         if bar is not None:
             bar.close()

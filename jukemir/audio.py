@@ -104,9 +104,11 @@ def load_audio(
             if start:
                 f.seek(min(start, f.frames))
             frames = -1 if duration is None else int(round(duration * native_sr))
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
+            data = _read_frames(f, frames)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         raise AudioError(path, f"cannot decode as audio ({exc})") from None
+    except MemoryError:
+        raise AudioError(path, "too large to decode in memory") from None
     except OSError as exc:
         raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
@@ -127,6 +129,23 @@ def load_audio(
         if peak > 0:
             audio = audio / peak
     return audio.astype(np.float32, copy=False)
+
+
+def _read_frames(f, frames: int) -> np.ndarray:
+    """Read ``frames`` frames (-1: to the end) of an open SoundFile as float32 ``(n, channels)``.
+
+    Block by block, because a corrupt header can claim billions of frames and a
+    single read allocates the claimed length up front.
+    """
+    block = max(1, (1 << 22) // max(1, f.channels))  # at most 16 MiB per read
+    chunks = []
+    while frames != 0:
+        chunk = f.read(block if frames < 0 else min(block, frames), dtype="float32", always_2d=True)
+        if not len(chunk):
+            break
+        chunks.append(chunk)
+        frames -= len(chunk) if frames > 0 else 0
+    return np.concatenate(chunks) if chunks else np.zeros((0, f.channels), np.float32)
 
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int, float]:

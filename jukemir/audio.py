@@ -83,18 +83,25 @@ def load_audio(
             counted at the file's own rate before resampling.
 
     Raises:
-        AudioError: missing, unreadable, empty, non-audio or non-finite input,
-            with the file name and the reason on one line.
+        AudioError: missing, unreadable, empty, non-audio or non-finite input (or
+            a broken link, FIFO or device), with the file name and the reason on one line.
     """
     import soundfile as sf
 
     path = Path(path)
     if not path.exists():
-        raise AudioError(path, "no such file")
+        raise AudioError(path, f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "no such file")
     if path.is_dir():
         raise AudioError(path, "is a directory, not an audio file")
+    if not path.is_file():  # opening a FIFO would block
+        raise AudioError(path, "not a regular file (a FIFO, socket or device)")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    try:
+        with open(path, "rb"):  # libsndfile reports an unreadable file as a "System error"
+            pass
+    except OSError as exc:
+        raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
     if sample_rate is not None and (not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0):
         raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
     try:

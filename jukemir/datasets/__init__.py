@@ -100,7 +100,11 @@ def get_dataset(name: str, processed_root: str | Path | None = None) -> DatasetS
     root = Path(processed_root) if processed_root else cache.processed_dir(create=False)
     spec_path = root / name / SPEC_FILE
     if spec_path.exists():
-        return DatasetSpec(**read_json(spec_path))
+        fields = read_json(spec_path)
+        try:
+            return DatasetSpec(**fields)
+        except TypeError as exc:  # not an object, or a missing or unknown field
+            raise ValueError(f"{spec_path}: not a dataset spec ({exc})") from None
     known = ", ".join(BUILTIN)
     raise ValueError(f"unknown dataset {name!r}: not one of {known} and no {spec_path}")
 

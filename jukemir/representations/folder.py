@@ -4,8 +4,8 @@ This is the contract every container runs (REFERENCE 7.0)::
 
     jukemir extract REPRESENTATION INPUT_DIR OUTPUT_DIR [--batch_size N --batch_idx I]
 
-* Every regular, non-hidden file of ``INPUT_DIR`` is an input, whatever its
-  extension, sorted by name (then put in the representation's own order, which
+* Every non-hidden entry of ``INPUT_DIR`` but folders is an input, whatever
+  its extension (so a broken link or a FIFO is reported, not silently dropped), sorted by name (then put in the representation's own order, which
   only the original choi changes). Batch ``I`` is ``files[I*N:(I+1)*N]``; an
   index past the end is an error.
 * The output of ``x.wav`` is ``OUTPUT_DIR/x.npy``, a float32 array of the
@@ -91,11 +91,11 @@ class FolderReport:
 
 
 def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
-    """The sorted regular, non-hidden files of ``input_dir`` (raise if it is not a folder)."""
+    """The sorted non-hidden entries of ``input_dir`` that are not folders (raise if it is not a folder)."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir}: input folder does not exist")
-    return sorted(p for p in input_dir.iterdir() if not p.name.startswith(".") and p.is_file())
+    return sorted(p for p in input_dir.iterdir() if not p.name.startswith(".") and not p.is_dir())
 
 
 def select_batch(files: Sequence, batch_size: int | None, batch_idx: int | None) -> list:
@@ -121,7 +121,10 @@ def select_batch(files: Sequence, batch_size: int | None, batch_idx: int | None)
 
 
 def _source_record(path: Path) -> dict:
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError:  # gone or a broken link: matches no record, so its output reads as stale
+        return {"name": path.name, "size": None, "mtime_ns": None}
     return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 

@@ -24,5 +24,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         line = f"fault suite: {len(faults)} fault test(s) FAILED; survived so far: {parts}"
     else:
         checked = TALLY["outputs_checked"]
-        line = f"fault suite: survived {parts}; {checked} outputs checked, 0 lost or corrupt"
+        outputs = f"{checked} outputs compared with uninterrupted runs: " if checked else ""
+        line = f"fault suite: survived {parts}; {outputs}0 lost or corrupt outputs"
     terminalreporter.write_sep("=", line, bold=True, red=bool(faults), green=not faults)

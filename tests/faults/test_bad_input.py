@@ -1,0 +1,242 @@
+"""Bad input gets one precise line naming the file and the reason, and a non-zero exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jukemir import cache
+from jukemir.audio import AudioError, load_audio
+from jukemir.cli import main
+from jukemir.io import save_npy, write_json
+from jukemir.representations.folder import STATE_DIR
+
+from .fakes import Slow
+from .helpers import cli_env, jukemir_args, outputs, run_jukemir, tally, write_tones
+
+pytestmark = pytest.mark.fault
+
+
+def _unreadable_runner():
+    """argv prefix that makes chmod 000 bite (root reads anything: drop that capability), or None."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+def _one_error_line(stderr: str, path, reason: str) -> str:
+    lines = [line for line in stderr.splitlines() if f"{path}: " in line]
+    assert len(lines) == 1, f"expected one line about {path}, got {lines}\n{stderr}"
+    assert reason in lines[0], f"{lines[0]!r} does not say {reason!r}"
+    return lines[0]
+
+
+def test_extract_folder_of_bad_files(tmp_path):
+    folder = write_tones(tmp_path / "in", 2, seed=7)
+    t = np.arange(4000) / 48000
+    tone = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    handled = {  # other rates and channel counts are resampled and downmixed
+        "stereo_48k.wav": (np.stack([tone, tone / 2], 1), 48000, {}),
+        "six_channels_44k.flac": (np.tile(tone[:3675, None], (1, 6)), 44100, {}),
+        "mono_22k.ogg": (tone[:1838], 22050, {"format": "OGG", "subtype": "VORBIS"}),
+    }
+    for name, (audio, sr, kwargs) in handled.items():
+        sf.write(str(folder / name), audio, sr, **kwargs)
+    nan = np.full(800, 0.1, np.float32)
+    nan[5] = np.nan
+    sf.write(str(folder / "nan_samples.wav"), nan, 8000, subtype="FLOAT")
+    bad = {
+        "empty.wav": "empty file (0 bytes)",
+        "corrupt.wav": "cannot decode as audio",
+        "notes.txt": "cannot decode as audio",
+        "header_only.wav": "contains no audio samples",
+        "cut_header.wav": "cannot decode as audio",
+        "nan_samples.wav": "contains NaN or infinite samples",
+        "fifo.wav": "not a regular file",
+        "broken_link.wav": "broken symbolic link",
+    }
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "corrupt.wav").write_bytes(os.urandom(3000))
+    (folder / "notes.txt").write_text("not audio\n" * 50)
+    header = (folder / "c00.wav").read_bytes()
+    (folder / "header_only.wav").write_bytes(header[:44])
+    (folder / "cut_header.wav").write_bytes(header[:30])
+    os.mkfifo(folder / "fifo.wav")
+    (folder / "broken_link.wav").symlink_to(tmp_path / "gone.wav")
+    (folder / "subfolder").mkdir()  # not an input
+    (folder / ".hidden.wav").write_bytes(b"")  # not an input
+    prefix = _unreadable_runner()
+    if prefix is not None:
+        (folder / "unreadable.wav").write_bytes(header)
+        (folder / "unreadable.wav").chmod(0)
+        bad["unreadable.wav"] = "cannot read (Permission denied)"
+    out = tmp_path / "out"
+    cmd = (prefix or []) + jukemir_args("extract", "slow", folder, out, "--no-progress")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for name, reason in bad.items():
+        line = _one_error_line(r.stderr, folder / name, reason)
+        assert line.startswith("jukemir extract slow: ")
+    log = [json.loads(line) for line in (out / STATE_DIR / "errors.jsonl").read_text().splitlines()]
+    assert sorted(os.path.basename(e["file"]) for e in log) == sorted(bad)
+    expected = {"c00.npy", "c01.npy"} | {os.path.splitext(n)[0] + ".npy" for n in handled}
+    assert set(outputs(out)) == expected
+    rep = Slow()
+    for name in handled:
+        got = np.load(out / (os.path.splitext(name)[0] + ".npy"))
+        np.testing.assert_array_equal(got, rep(rep.load(folder / name)))
+    assert f"{len(expected)} done, 0 skipped, {len(bad)} failed" in r.stderr
+    tally("bad_input", len(bad) + len(handled))
+
+
+def test_nonfinite_model_output_and_too_short_audio(tmp_path):
+    folder = write_tones(tmp_path / "in", 4, seed=9)
+    sf.write(str(folder / "loud.wav"), np.full(2000, 0.95, np.float32), 8000)
+    r = run_jukemir("extract", "loud", folder, tmp_path / "o", "--no-progress")
+    assert r.returncode == 1
+    _one_error_line(r.stderr, folder / "loud.wav", "model produced 1 non-finite values (NaN/inf)")
+    assert not (tmp_path / "o" / "loud.npy").exists()
+
+    short = tmp_path / "short"
+    short.mkdir()
+    sf.write(str(short / "blip.wav"), np.zeros(441, np.float32) + 0.1, 22050)
+    r = run_jukemir("extract", "mfcc", short, tmp_path / "m", "--no-progress", fakes=False)
+    assert r.returncode == 1
+    _one_error_line(r.stderr, short / "blip.wav", "audio too short: 441 samples, need at least 1536")
+    tally("bad_input", 2)
+
+
+def test_too_short_for_each_model():
+    """The framing of clmr and musicnn refuses clips shorter than one frame, with the numbers."""
+    from jukemir.representations import clmr, musicnn
+
+    with pytest.raises(ValueError, match=r"audio too short: 59049 samples .* needs more than 59409 samples"):
+        clmr.frame_audio(np.zeros(59049, np.float32))
+    with pytest.raises(ValueError, match="audio too short: 1000 samples"):
+        musicnn.patches(np.zeros(1000, np.float32))
+    tally("bad_input", 2)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["extract", "nope", "{tmp}", "{tmp}/o"], "unknown representation 'nope'"),
+        (["extract", "slow", "{tmp}/missing", "{tmp}/o"], "input folder does not exist"),
+        (["extract", "slow", "{tmp}", "{tmp}/o", "--batch_size", "2", "--batch_idx", "9"], "invalid batch index 9"),
+        (["extract", "slow", "{tmp}", "{tmp}/o", "--layers", "1"], "do not apply to representation 'slow'"),
+        (["probe", "nodataset", "chroma", "--grid", "demo"], "unknown dataset 'nodataset'"),
+        (["grid-config", "nodataset", "chroma", "--grid", "demo"], None),
+        (["process", "nodataset"], "nodataset"),
+        (["download", "nodataset"], "nodataset"),
+    ],
+)
+def test_unknown_names_and_bad_arguments(tmp_path, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    write_tones(tmp_path, 1, seed=1)
+    r = run_jukemir(*argv)
+    if message is None:  # writing configs of a dataset that does not exist yet is allowed
+        assert r.returncode == 0, r.stderr
+        return
+    assert r.returncode == 2, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in r.stderr, r.stderr
+    tally("bad_input")
+
+
+# ---------------------------------------------------------------- the probe stage
+@pytest.fixture
+def dataset():
+    """A small multiclass dataset 'faulty' (8-d features of 3 classes) in the test's cache."""
+    rng = np.random.default_rng(0)
+    spec = {"name": "faulty", "task": "multiclass", "labels": ["a", "b", "c"], "num_outputs": 3, "primary": "accuracy"}
+    write_json(cache.processed_dir("faulty") / "dataset.json", spec)
+    meta, folder = {}, cache.representations_dir("faulty", "slow")
+    for i in range(60):
+        y = i % 3
+        meta[f"u{i:02d}"] = {"split": ["train", "train", "train", "valid", "test"][i % 5], "y": "abc"[y]}
+        save_npy(folder / f"u{i:02d}.npy", (np.eye(3, 8)[y] + 0.3 * rng.standard_normal(8)).astype(np.float32))
+    write_json(cache.processed_dir("faulty") / "meta.json", meta)
+    return folder
+
+
+def _probe_error(capsys, *argv) -> str:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    tally("bad_input")
+    return errors[0]
+
+
+def test_probe_bad_features_and_meta(dataset, capsys, tmp_path):
+    from jukemir.probe.train import load_probe_data
+
+    load_probe_data("faulty", "slow")  # the dataset itself is fine
+    args = ("probe", "faulty", "slow", "--grid", "demo", "--no-progress")
+    good = (dataset / "u01.npy").read_bytes()
+    save_npy(dataset / "u01.npy", np.zeros(5, np.float32))
+    assert "u01.npy: feature has 5 dims" in _probe_error(capsys, *args)
+    save_npy(dataset / "u01.npy", np.zeros((2, 8), np.float32))
+    assert "u01.npy: feature has shape (2, 8)" in _probe_error(capsys, *args)
+    (dataset / "u01.npy").write_bytes(good[:50])
+    assert "u01.npy: cannot read feature file" in _probe_error(capsys, *args)
+    (dataset / "u01.npy").unlink()
+    line = _probe_error(capsys, *args)
+    assert "u01.npy: missing feature" in line and "does meta.json match the features?" in line
+    (dataset / "u01.npy").write_bytes(good)
+    meta_file = cache.processed_dir("faulty") / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps(meta)[:-10])
+    assert f"{meta_file}: not valid JSON" in _probe_error(capsys, *args)
+    write_json(meta_file, dict(meta, u00={"split": "train"}))
+    assert "record 'u00' has no 'y'" in _probe_error(capsys, *args)
+    write_json(meta_file, dict(meta, u00={"split": "train", "y": "zebra"}))
+    assert "label 'zebra'" in _probe_error(capsys, *args)
+    write_json(meta_file, meta)
+    save_npy(dataset / "u02.npy", np.full(8, np.nan, np.float32))
+    line = _probe_error(capsys, *args, "--nonfinite", "error")
+    assert "u02.npy: 8 non-finite feature values" in line
+    spec_file = cache.processed_dir("faulty") / "dataset.json"
+    spec = json.loads(spec_file.read_text())
+    write_json(spec_file, dict(spec, metric="accuracy"))
+    assert f"{spec_file}: not a dataset spec" in _probe_error(capsys, *args)
+    write_json(spec_file, dict(spec, task="ranking"))
+    assert "task must be one of" in _probe_error(capsys, *args)
+
+
+def test_probe_bad_config_fields(dataset, capsys, tmp_path):
+    base = {"dataset": "faulty", "representation": "slow"}
+    cases = {
+        "lr.json": (dict(base, learning_rate=-1), "field 'learning_rate' must be a positive number"),
+        "unknown.json": (dict(base, learning_rat=0.1), "Unknown field learning_rat specified"),
+        "missing.json": ({"dataset": "faulty"}, "Required field representation missing"),
+        "hidden.json": (dict(base, hidden_layer_sizes=[0]), "hidden_layer_sizes' must be a list of positive integers"),
+    }
+    for name, (cfg, message) in cases.items():
+        (tmp_path / name).write_text(json.dumps(cfg))
+        line = _probe_error(capsys, "probe", "faulty", "slow", "--config", str(tmp_path / name))
+        assert f"{tmp_path / name}: " in line and message in line, line
+    (tmp_path / "broken.json").write_text("{not json")
+    assert "broken.json: not valid JSON" in _probe_error(capsys, "probe", "faulty", "slow", "--config",
+                                                        str(tmp_path / "broken.json"))  # fmt: skip
+
+
+def test_loader_errors_name_the_file(tmp_path):
+    """The loader itself, for callers other than the runner."""
+    for path, reason in [(tmp_path / "nope.wav", "no such file"), (tmp_path, "is a directory")]:
+        with pytest.raises(AudioError, match=reason) as err:
+            load_audio(path)
+        assert str(err.value).startswith(f"{path}: ")
+    tally("bad_input", 2)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from .. import cache
 from ..datasets import SPLITS, DatasetSpec, get_dataset, load_meta, meta_path
-from ..io import atomic_write, load_npy, read_json, write_json
+from ..io import FileLock, atomic_write, load_npy, read_json, remove_stale_temporaries, write_json
 from .config import ProbeConfig
 from .metrics import compute_metrics, loss_gradient
 from .model import SimpleMLP, initial_state
@@ -395,18 +395,21 @@ class Probe:
         """
         folder = self.run_dir(root)
         metrics = metrics if metrics is not None else self.evaluate(data, "valid")
-        write_json(folder / "cfg.json", dict(self.cfg))
-        with atomic_write(folder / "scaler.npz") as handle:
-            handle.write(self.scaler.to_bytes())
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, buf)
-        with atomic_write(folder / "probe.pt") as handle:
-            handle.write(buf.getvalue())
         info = dict(self.info)
         if data.nonfinite is not None:
             info["nonfinite"] = data.nonfinite.to_json()
-        write_json(folder / "train.json", info)
-        write_json(folder / "metrics.json", metrics)
+        with FileLock(folder / ".lock"):  # savers of one run take turns, so temporaries seen here are a dead one's
+            remove_stale_temporaries(folder, older_than_s=0)
+            (folder / "metrics.json").unlink(missing_ok=True)  # an overwritten run is unfinished until the end
+            write_json(folder / "cfg.json", dict(self.cfg))
+            with atomic_write(folder / "scaler.npz") as handle:
+                handle.write(self.scaler.to_bytes())
+            with atomic_write(folder / "probe.pt") as handle:
+                handle.write(buf.getvalue())
+            write_json(folder / "train.json", info)
+            write_json(folder / "metrics.json", metrics)
         return folder
 
 
@@ -688,9 +691,9 @@ class _Group:
         """One Adam update of every config in the stack on the minibatch ``rows``."""
         B, D = rows.shape[0], self.data.num_features
         X = {s: self.feats.X(s, "train").index_select(0, rows) for s in {v[0] for v, _, _ in self.blocks}}
-        in_noise = None
-        if any(v[1] > 0 for v, _, _ in self.blocks):
-            in_noise = torch.rand((B, D), generator=gen, device=self.device)
+        # Noise is drawn whether or not this stack uses it, so that what a config sees does not depend on
+        # which configs share its stack (a resumed grid trains the unfinished ones without the others).
+        in_noise = torch.rand((B, D), generator=gen, device=self.device)
         inputs = []
         for (standardize, p), start, end in self.blocks:
             x = X[standardize]
@@ -704,10 +707,10 @@ class _Group:
         Z0 += self.b[0].unsqueeze(1)
         masks = []
         for width in self.hidden:
+            noise = torch.rand((B, width), generator=gen, device=self.device)
             if self.hidden_ps == [0.0]:
                 masks.append(None)
                 continue
-            noise = torch.rand((B, width), generator=gen, device=self.device)
             by_p = torch.stack([(noise >= p).to(noise.dtype) * (1.0 / (1.0 - p)) for p in self.hidden_ps])
             masks.append(by_p.index_select(0, self.hidden_p_index))
         pre, acts, out = self._forward_rest(Z0, masks)

@@ -18,7 +18,7 @@ from jukemir.io import save_npy, write_json
 from jukemir.representations.folder import STATE_DIR
 
 from .fakes import Slow
-from .helpers import cli_env, jukemir_args, outputs, run_jukemir, tally, write_tones
+from .helpers import cli_env, jukemir_args, make_probe_dataset, outputs, run_jukemir, tally, write_tones
 
 pytestmark = pytest.mark.fault
 
@@ -157,17 +157,7 @@ def test_unknown_names_and_bad_arguments(tmp_path, argv, message):
 # ---------------------------------------------------------------- the probe stage
 @pytest.fixture
 def dataset():
-    """A small multiclass dataset 'faulty' (8-d features of 3 classes) in the test's cache."""
-    rng = np.random.default_rng(0)
-    spec = {"name": "faulty", "task": "multiclass", "labels": ["a", "b", "c"], "num_outputs": 3, "primary": "accuracy"}
-    write_json(cache.processed_dir("faulty") / "dataset.json", spec)
-    meta, folder = {}, cache.representations_dir("faulty", "slow")
-    for i in range(60):
-        y = i % 3
-        meta[f"u{i:02d}"] = {"split": ["train", "train", "train", "valid", "test"][i % 5], "y": "abc"[y]}
-        save_npy(folder / f"u{i:02d}.npy", (np.eye(3, 8)[y] + 0.3 * rng.standard_normal(8)).astype(np.float32))
-    write_json(cache.processed_dir("faulty") / "meta.json", meta)
-    return folder
+    return make_probe_dataset("faulty", "slow")
 
 
 def _probe_error(capsys, *argv) -> str:
@@ -185,29 +175,29 @@ def test_probe_bad_features_and_meta(dataset, capsys, tmp_path):
 
     load_probe_data("faulty", "slow")  # the dataset itself is fine
     args = ("probe", "faulty", "slow", "--grid", "demo", "--no-progress")
-    good = (dataset / "u01.npy").read_bytes()
-    save_npy(dataset / "u01.npy", np.zeros(5, np.float32))
-    assert "u01.npy: feature has 5 dims" in _probe_error(capsys, *args)
-    save_npy(dataset / "u01.npy", np.zeros((2, 8), np.float32))
-    assert "u01.npy: feature has shape (2, 8)" in _probe_error(capsys, *args)
-    (dataset / "u01.npy").write_bytes(good[:50])
-    assert "u01.npy: cannot read feature file" in _probe_error(capsys, *args)
-    (dataset / "u01.npy").unlink()
+    good = (dataset / "u001.npy").read_bytes()
+    save_npy(dataset / "u001.npy", np.zeros(5, np.float32))
+    assert "u001.npy: feature has 5 dims" in _probe_error(capsys, *args)
+    save_npy(dataset / "u001.npy", np.zeros((2, 8), np.float32))
+    assert "u001.npy: feature has shape (2, 8)" in _probe_error(capsys, *args)
+    (dataset / "u001.npy").write_bytes(good[:50])  # cut short
+    assert "u001.npy: cannot read feature file" in _probe_error(capsys, *args)
+    (dataset / "u001.npy").unlink()
     line = _probe_error(capsys, *args)
-    assert "u01.npy: missing feature" in line and "does meta.json match the features?" in line
-    (dataset / "u01.npy").write_bytes(good)
+    assert "u001.npy: missing feature" in line and "does meta.json match the features?" in line
+    (dataset / "u001.npy").write_bytes(good)
     meta_file = cache.processed_dir("faulty") / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta_file.write_text(json.dumps(meta)[:-10])
     assert f"{meta_file}: not valid JSON" in _probe_error(capsys, *args)
-    write_json(meta_file, dict(meta, u00={"split": "train"}))
-    assert "record 'u00' has no 'y'" in _probe_error(capsys, *args)
-    write_json(meta_file, dict(meta, u00={"split": "train", "y": "zebra"}))
+    write_json(meta_file, dict(meta, u000={"split": "train"}))
+    assert "record 'u000' has no 'y'" in _probe_error(capsys, *args)
+    write_json(meta_file, dict(meta, u000={"split": "train", "y": "zebra"}))
     assert "label 'zebra'" in _probe_error(capsys, *args)
     write_json(meta_file, meta)
-    save_npy(dataset / "u02.npy", np.full(8, np.nan, np.float32))
+    save_npy(dataset / "u002.npy", np.full(8, np.nan, np.float32))
     line = _probe_error(capsys, *args, "--nonfinite", "error")
-    assert "u02.npy: 8 non-finite feature values" in line
+    assert "u002.npy: 8 non-finite feature values" in line
     spec_file = cache.processed_dir("faulty") / "dataset.json"
     spec = json.loads(spec_file.read_text())
     write_json(spec_file, dict(spec, metric="accuracy"))

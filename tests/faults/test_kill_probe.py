@@ -1,0 +1,97 @@
+"""SIGKILL ``jukemir probe`` during grid training; the re-run gives the uninterrupted run's metrics and
+weights, and a half-saved run folder is never taken for a finished one."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+
+import pytest
+import torch
+
+from jukemir import cache
+from jukemir.io import read_json
+from jukemir.probe.grid import grid_cfgs, write_grid_configs
+from jukemir.probe.train import RUN_FILES
+
+from .helpers import make_probe_dataset, run_jukemir, sigkill, start_jukemir, tally, wait_for
+
+pytestmark = pytest.mark.fault
+GRID = {"hidden_layer_sizes": [[], [64]], "learning_rate": [1e-3, 3e-4], "dropout_p": [0.25, 0.5, 0.75],
+        "early_stopping_boredom": [60]}  # fmt: skip
+
+
+def _runs(root) -> dict:
+    """uid -> (metrics, state dict) of the finished runs under ``root``; asserts each finished run is whole."""
+    found = {}
+    for metrics in sorted(root.glob("*/metrics.json")):
+        run = metrics.parent
+        missing = [name for name in RUN_FILES if not (run / name).is_file()]
+        assert not missing, f"{run} has metrics.json but lacks {missing}: a partial run would pass for finished"
+        found[run.name] = (read_json(metrics), torch.load(run / "probe.pt", weights_only=True))
+    return found
+
+
+def _same(run, ref) -> bool:
+    (m1, s1), (m2, s2) = run, ref
+    return m1 == m2 and s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+@pytest.mark.parametrize("serial, kills", [(False, 4), (True, 2)], ids=["vectorised", "serial"])
+def test_sigkill_grid_training(tmp_path, serial, kills):
+    make_probe_dataset("faulty", "slow", n=150)
+    configs = [str(p) for p in write_grid_configs(grid_cfgs("faulty", "slow", GRID), tmp_path / "cfgs")]
+    configs = configs[:5] if serial else configs  # the original's one-config-at-a-time loop is slower
+    args = ("probe", "faulty", "slow", "--config", *configs, "--no-progress", *(["--serial"] if serial else []))
+    runs_dir = cache.probes_dir("faulty", "slow")
+    r = run_jukemir(*args)
+    assert r.returncode == 0, r.stderr
+    reference = _runs(runs_dir)
+    assert len(reference) == len(configs)
+    shutil.rmtree(runs_dir)
+
+    rng = random.Random(11 + serial)
+    done, killed = 0, 0
+    while killed < kills and done < len(configs) - 1:
+        target = rng.randint(done, len(configs) - 2)
+        proc = start_jukemir(*args)
+        if wait_for(lambda: len(list(runs_dir.glob("*/metrics.json"))) >= target, proc, poll=0.001):
+            time.sleep(rng.uniform(0, 0.1))
+        assert sigkill(proc), "the grid finished before it could be killed"
+        killed += 1
+        finished = _runs(runs_dir)
+        for uid, run in finished.items():
+            assert _same(run, reference[uid]), f"run {uid}, saved before the kill, differs from the uninterrupted one"
+        done = len(finished)
+    r = run_jukemir(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(configs) - done} trained, {done} already done" in r.stdout
+    final = _runs(runs_dir)
+    assert final.keys() == reference.keys()
+    different = [uid for uid in final if not _same(final[uid], reference[uid])]
+    assert not different, f"resumed runs differ from the uninterrupted grid: {different}"
+    assert not list(runs_dir.rglob(".jukemir-tmp-*"))
+    tally("kills", killed)
+    tally("outputs_checked", len(configs))
+
+
+def test_resumed_stack_trains_like_the_full_one():
+    """The vectorised trainer stacks configs; after a kill the unfinished ones are stacked without the
+    finished ones. Each config must train the same whatever its stack mates (dropout on or off)."""
+    from jukemir.probe.config import ProbeConfig
+    from jukemir.probe.train import load_probe_data, train_probes
+
+    make_probe_dataset("faulty", "slow", n=90)
+    data = load_probe_data("faulty", "slow", verbose=False)
+
+    def cfg(**kwargs):
+        return ProbeConfig(dataset="faulty", representation="slow", hidden_layer_sizes=[16],
+                           early_stopping_boredom=4, **kwargs)  # fmt: skip
+
+    mates = [cfg(dropout_p=0.5, learning_rate=1e-2), cfg(dropout_input=False, dropout_p=0.25),
+             cfg(dropout_p=0.0, data_standardization=False)]  # fmt: skip
+    for config in [cfg(dropout_input=False, dropout_p=0.0), cfg(dropout_p=0.0), cfg(dropout_input=False)]:
+        alone = train_probes([config], data, progress=False)[0].model.state_dict()
+        stacked = train_probes([*mates, config], data, progress=False)[-1].model.state_dict()
+        assert all(torch.equal(alone[k], stacked[k]) for k in alone), f"{dict(config)} depends on its stack"

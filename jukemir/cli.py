@@ -341,6 +341,28 @@ def _cmd_evaluate(args) -> int:
 
 
 # ---------------------------------------------------------------- report
+def _add_report(sub):
+    p = sub.add_parser(
+        "report",
+        help="write an HTML report: results beside the paper's, plots, provenance",
+        formatter_class=_Formatter,
+        description="Evaluate every dataset x representation with finished probe runs and write\n"
+        "index.html (+ PNG figures), summary.md and results.json to --out.",
+    )
+    p.add_argument("--out", default=None, help="output folder (default: <cache>/report)")
+    p.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
+    p.add_argument("--representation", action="append", default=None, help="only this representation (repeatable)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from .probe.evaluate import evaluate
+    from .report import comparison_table, write_report
+
+    path = write_report(args.out, args.dataset, args.representation)
+    print(comparison_table(evaluate(args.dataset, args.representation, split="test")))
+    print(f"report: {path}")
+    return 0
 # ---------------------------------------------------------------- demo
 def _add_demo(sub):
     p = sub.add_parser(

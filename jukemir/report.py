@@ -8,7 +8,7 @@ the PNG figures beside it), ``<out>/summary.md`` and ``<out>/results.json``:
   difference (values not confirmed from the paper PDF are marked ``*``);
 * per-dataset bar charts of the headline metric per representation, with the
   paper's numbers as markers;
-* for the selected probe of each pair: a confusion matrix (multiclass: genre,
+* for the selected probe of each pair: its validation curve; a confusion matrix (multiclass: genre,
   key), per-tag ROC-AUC (multilabel), predicted-vs-true scatter (regression);
 * a 2-D projection of each representation's test features coloured by label
   (PCA; UMAP when ``umap`` is installed);
@@ -169,6 +169,26 @@ def _prediction_figure(row: dict, spec, probe, data, out: Path) -> str:
     return _save(fig, out / name)
 
 
+def _curve_figure(row: dict, out: Path) -> str | None:
+    """The selected probe's validation metric at each early-stopping evaluation (None if not recorded)."""
+    curve = (row.get("train") or {}).get("valid_curve")
+    if not curve:
+        return None
+    plt = _plt()
+    steps, scores = zip(*curve)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(steps, scores, lw=1.2, label=f"validation {row['cfg']['early_stopping_metric']}")
+    best = row["train"].get("best_step")
+    if best is not None:
+        ax.axvline(best, color="k", ls="--", lw=1, label=f"restored: step {best}")
+    ax.set_xlabel("training step (minibatch updates)")
+    ax.set_ylabel(f"validation {row['primary']}")
+    ax.set_title(f"{row['dataset']} / {row['representation']}: selected probe {row['best_uid'][:8]}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / f"curve_{row['dataset']}_{row['representation']}.png")
+
+
 def _label_colours(spec, targets: np.ndarray) -> tuple[np.ndarray, str]:
     if spec.task == "multiclass":
         return targets.astype(int), "class"
@@ -250,6 +270,9 @@ def write_report(
         data = load_probe_data(row["dataset"], row["representation"], seed=probe.cfg["seed"])
         figures.append((f"{row['dataset']} / {row['representation']}: selected probe on test",
                         _prediction_figure(row, spec, probe, data, out)))  # fmt: skip
+        curve = _curve_figure(row, out)
+        if curve is not None:
+            figures.append((f"{row['dataset']} / {row['representation']}: validation curve of the selected probe", curve))
         figures.append((f"{row['dataset']} / {row['representation']}: 2-D projection of the features",
                         _projection_figure(row, spec, data, out)))  # fmt: skip
     provenance = _provenance(rows)

@@ -25,7 +25,8 @@ def test_report_for_synthetic(trained_synthetic, tmp_path):
     index = write_report(tmp_path / "report", datasets=["synthetic"])
     page = index.read_text()
     figures = sorted(p.name for p in index.parent.glob("*.png"))
-    assert len(figures) == 1 + 2 * 2  # bars + (prediction, projection) per representation
+    assert len(figures) == 1 + 3 * 2  # bars + (prediction, curve, projection) per representation
+    assert any(n.startswith("curve_") for n in figures)
     for name in figures:
         assert f'src="{name}"' in page
         data = (index.parent / name).read_bytes()

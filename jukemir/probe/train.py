@@ -492,6 +492,7 @@ def train_probe(cfg, data: ProbeData, device=None) -> Probe:
     metric = cfg["early_stopping_metric"].lstrip("-")
 
     step, best, boredom, best_state, best_step = 0, float("-inf"), 0, None, None
+    curve = []  # [step, validation score] at each evaluation: the report plots it
     stopped_by = "early_stopping"
     while True:
         epoch = step * cfg["batch_size"] / n
@@ -508,6 +509,7 @@ def train_probe(cfg, data: ProbeData, device=None) -> Probe:
                                       data.uids["valid"], names=[metric])  # fmt: skip
             model.train()
             score = _score_of(cfg, metrics, f"{data.dataset}/{data.representation} {cfg.uid()} step {step}")
+            curve.append([step, score])
             if score > best:
                 best, boredom, best_step = score, 0, step
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -520,7 +522,7 @@ def train_probe(cfg, data: ProbeData, device=None) -> Probe:
         optimizer.step()
         step += 1
     model.eval()
-    probe.info = _info("serial", device, step, best_step, best, stopped_by, time.time() - start)
+    probe.info = _info("serial", device, step, best_step, best, stopped_by, time.time() - start, valid_curve=curve)
     return probe
 
 
@@ -617,6 +619,7 @@ class _Group:
         self.best = [float("-inf")] * len(cfgs)
         self.boredom = [0] * len(cfgs)
         self.best_step: list = [None] * len(cfgs)
+        self.curve: list = [[] for _ in cfgs]  # [step, validation score] per evaluation, per config
         self._bind()
         self.opt = _make_adam(self.views, [cfgs[i] for i in self.ids])
 
@@ -771,6 +774,7 @@ class _Group:
                     i = self.ids[pos]
                     score = _score_of(cfgs[i], {k_: v[pos] for k_, v in metrics.items()},
                                       f"{where} {cfgs[i].uid()} step {step}")  # fmt: skip
+                    self.curve[i].append([step, score])
                     if score > self.best[i]:
                         self.best[i], self.boredom[i], self.best_step[i] = score, 0, step
                         improved.append(pos)
@@ -785,7 +789,7 @@ class _Group:
                 for pos, (stopped_by, restore) in finished.items():
                     i = self.ids[pos]
                     info = _info("vectorised", self.device, step, self.best_step[i], self.best[i], stopped_by,
-                                 time.time() - start, group_size=len(cfgs))  # fmt: skip
+                                 time.time() - start, group_size=len(cfgs), valid_curve=self.curve[i])  # fmt: skip
                     on_finish(i, self.state_dict(pos, best=restore), info)
                     if progress is not None:
                         progress.update(1)

@@ -222,7 +222,7 @@ def retrieve(
     urls = _candidate_urls(asset, mirror)
     if not urls:
         raise DownloadError(f"asset {asset.tag}: no URL to download it from; place it at {dest}")
-    with FileLock(dest.with_name(dest.name + ".lock")):
+    with FileLock(dest.with_name(dest.name + ".lock"), waiting=f"{dest}: another process is downloading it; waiting"):
         if dest.is_file():
             if verify(asset, dest):
                 return dest  # another process finished it while this one waited

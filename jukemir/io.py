@@ -182,8 +182,10 @@ class FileLock:
 
     _warned = False
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, waiting: str | None = None):
+        """``waiting``: printed to stderr when ``with FileLock(...)`` has to wait for another holder."""
         self.path = Path(path)
+        self.waiting = waiting
         self._fd: int | None = None
 
     def acquire(self, wait: bool = False) -> bool:
@@ -232,7 +234,10 @@ class FileLock:
                   f"do not run two workers on the same folder", file=sys.stderr)  # fmt: skip
 
     def __enter__(self) -> "FileLock":
-        self.acquire(wait=True)
+        if not self.acquire():
+            if self.waiting:
+                print(f"jukemir: {self.waiting}", file=sys.stderr)
+            self.acquire(wait=True)
         return self
 
     def __exit__(self, *exc) -> None:

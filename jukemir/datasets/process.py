@@ -8,7 +8,11 @@ THE audio loader:
   seconds; only GiantSteps has clips inside a file) and written as a 16-bit PCM
   WAV (``round(x * 32768)``, clipped, as ffmpeg converts float to s16);
 * each WAV is written to a temporary name and renamed, by a pool of processes;
-  a valid existing WAV is kept, so an interrupted run resumes;
+  a valid existing WAV is kept, so an interrupted run resumes, unless its
+  source changed: ``.jukemir/sources/<uid>.json`` records the source file's
+  name, size and mtime and the clip each WAV was made from (a WAV without a
+  record, e.g. from an older version, is kept); one process writes a dataset
+  at a time (a lock file), so the temporaries it finds are a killed one's;
 * ``meta.json`` holds every item, those without audio included (split null),
   with ``clip["clip_duration"] = n_samples / sample_rate`` of the WAV written.
 
@@ -43,7 +47,7 @@ import numpy as np
 from .. import cache
 from ..assets import Asset, DownloadError, get_asset, retrieve_many
 from ..audio import AudioError, audio_info, load_audio
-from ..io import atomic_write, read_json, remove_stale_temporaries, write_json
+from ..io import FileLock, atomic_write, read_json, remove_stale_temporaries, write_json
 
 MODULES = {
     "gtzan_ff": "gtzan",
@@ -55,6 +59,7 @@ ALIASES = {"gtzan": "gtzan_ff", "giantsteps": "giantsteps_clips", "mtt": "magnat
 METADATA_CHOICES = ("canonical", "derived")
 # Derived durations come from another MP3 decoder than the original's ffprobe.
 AUDIO_DURATION_TOLERANCE_S = 0.1
+STATE_DIR = ".jukemir"
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class ProcessReport:
     written: int = 0
     skipped: int = 0
     no_audio: int = 0
+    stale: int = 0  # WAVs rewritten because their source changed
     failed: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -85,7 +91,8 @@ class ProcessReport:
     def summary(self) -> str:
         state = "meta.json written" if self.ok else "meta.json NOT written; run again to retry"
         return (
-            f"process {self.dataset}: {self.written} WAVs written, {self.skipped} already there, "
+            f"process {self.dataset}: {self.written} WAVs written ({self.stale} of changed sources), "
+            f"{self.skipped} already there, "
             f"{self.no_audio} items without audio, {len(self.failed)} failed in {self.seconds:.1f} s "
             f"-> {self.out_dir} ({state})"
         )
@@ -229,6 +236,24 @@ def convert_all(tasks: list[tuple], jobs: int = 1, progress: bool = True) -> Ite
                 bar.update()
 
 
+def source_record(source: Source) -> dict:
+    """What a WAV is made from: the source file's name, size and mtime, and the clip in it."""
+    path = Path(source.path)
+    try:
+        st = path.stat()
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    except OSError:
+        size = mtime_ns = None
+    return {"name": path.name, "size": size, "mtime_ns": mtime_ns, "offset": source.offset, "duration": source.duration}
+
+
+def _recorded_source(path: Path) -> dict | None:
+    try:
+        return read_json(path) if path.exists() else None
+    except ValueError:
+        return {}  # unreadable: matches no source
+
+
 def write_processed(
     name: str,
     meta: dict,
@@ -244,11 +269,19 @@ def write_processed(
     ``out_dir`` defaults to ``processed/<name>``. Existing valid WAVs are kept
     unless ``overwrite``.
     """
-    start = time.time()
     out = Path(out_dir) if out_dir is not None else cache.processed_dir(name)
+    with FileLock(out / ".lock", waiting=f"{out}: another process is writing this dataset; waiting"):
+        return _write_processed(name, meta, sources, out, jobs, progress, overwrite)
+
+
+def _write_processed(name, meta, sources, out: Path, jobs, progress, overwrite) -> ProcessReport:
+    start = time.time()
     wav_dir = out / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(wav_dir)
+    records = out / STATE_DIR / "sources"
+    for folder in (wav_dir, records):  # this process holds the lock: temporaries there are a dead one's
+        remove_stale_temporaries(folder, older_than_s=0)
+    remove_stale_temporaries(out)
     report = ProcessReport(name, str(out))
     lengths: dict[str, tuple[int, int]] = {}
     tasks = []
@@ -261,6 +294,10 @@ def write_processed(
             continue
         dest = wav_dir / f"{uid}.wav"
         have = None if overwrite else wav_frames(dest)
+        recorded = _recorded_source(records / f"{uid}.json") if have is not None else None
+        if recorded is not None and recorded != source_record(source):
+            have = None
+            report.stale += 1
         if have is not None:
             lengths[uid] = have
             report.skipped += 1
@@ -270,6 +307,7 @@ def write_processed(
         if error is not None:
             report.failed.append((uid, error))
         else:
+            write_json(records / f"{uid}.json", source_record(sources[uid]))
             lengths[uid] = (n, sr)
             report.written += 1
     if report.ok:

@@ -72,6 +72,7 @@ class FolderReport:
     skipped: int = 0
     busy: int = 0  # outputs another worker finished while this run waited for it
     stale: int = 0
+    foreign: int = 0  # outputs without a provenance record (e.g. precomputed features), kept
     nonfinite: int = 0
     failed: list = field(default_factory=list)
     seconds: float = 0.0
@@ -83,6 +84,7 @@ class FolderReport:
     def summary(self) -> str:
         extra = f", {self.busy} done by another worker" if self.busy else ""
         extra += f", {self.stale} stale recomputed" if self.stale else ""
+        extra += f", {self.foreign} without provenance kept (--overwrite recomputes them)" if self.foreign else ""
         extra += f", {self.nonfinite} with non-finite values" if self.nonfinite else ""
         return (
             f"extract {self.representation}: {self.done} done, {self.skipped} skipped, "
@@ -263,6 +265,7 @@ def run_folder(
         status = "missing" if overwrite else out.status(rep)
         if status in ("valid", "foreign"):
             report.skipped += 1
+            report.foreign += status == "foreign"
         else:
             report.stale += status == "stale"
             todo.append(out)

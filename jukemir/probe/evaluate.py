@@ -14,7 +14,7 @@ from typing import Sequence
 from .. import cache
 from ..datasets import SPLITS, get_dataset
 from ..io import read_json, write_json
-from .train import load_probe_data, load_probe_dir
+from .train import load_probe_data, load_probe_dir, run_features
 
 
 def headline_metrics(spec) -> list[str]:
@@ -98,6 +98,9 @@ def evaluate_pair(
     probe = load_probe_dir(best_dir, device=device)
     data = load_probe_data(dataset, representation, seed=probe.cfg["seed"], nonfinite=nonfinite,
                            processed_root=processed_root, representations_root=representations_root)  # fmt: skip
+    if run_features(best_dir) not in (None, data.fingerprint):
+        raise ValueError(f"{best_dir}: trained on other features or metadata than those of {dataset}/{representation} "
+                         f"now; run `jukemir probe {dataset} {representation}` again to retrain stale runs")  # fmt: skip
     spec = get_dataset(dataset, processed_root)
     return {
         "dataset": dataset,

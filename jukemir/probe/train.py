@@ -32,6 +32,7 @@ have no finished run yet and saves each run as soon as it stops.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import random
 import sys
@@ -111,6 +112,18 @@ class ProbeData:
     @property
     def num_features(self) -> int:
         return self.X["train"].shape[1]
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of what probes see: each split's uids, features and targets in sorted-uid order
+        (so the same for every seed). Saved with each run: a run of other features is stale."""
+        h = hashlib.sha256()
+        for split in SPLITS:
+            order = sorted(range(len(self.uids[split])), key=self.uids[split].__getitem__)
+            h.update("\n".join(self.uids[split][i] for i in order).encode("utf-8"))
+            h.update(np.ascontiguousarray(self.X[split][order]).tobytes())
+            h.update(np.ascontiguousarray(self.targets[split][order]).tobytes())
+        return h.hexdigest()
 
     def order(self, split: str, seed: int | None) -> np.ndarray:
         """Row indices putting ``split`` in the original's order for ``seed``."""
@@ -389,7 +402,8 @@ class Probe:
 
     def save(self, data: ProbeData, root: str | Path | None = None, metrics: dict | None = None) -> Path:
         """Write ``<root>/<dataset>/<representation>/<uid>/``: cfg.json, scaler.npz, probe.pt,
-        train.json and, last, metrics.json (the validation metrics, as the original).
+        train.json (with ``features``: the data's :attr:`ProbeData.fingerprint`) and, last,
+        metrics.json (the validation metrics, as the original).
 
         ``root`` defaults to the cache's ``probes/``. Returns the folder.
         """
@@ -397,7 +411,7 @@ class Probe:
         metrics = metrics if metrics is not None else self.evaluate(data, "valid")
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, buf)
-        info = dict(self.info)
+        info = dict(self.info, features=data.fingerprint)
         if data.nonfinite is not None:
             info["nonfinite"] = data.nonfinite.to_json()
         with FileLock(folder / ".lock"):  # savers of one run take turns, so temporaries seen here are a dead one's
@@ -850,10 +864,24 @@ def train_probes(cfgs: Sequence, data: ProbeData, device=None, progress: bool = 
 
 
 # ---------------------------------------------------------------- a grid of one dataset x representation
-def run_is_done(cfg, root: str | Path | None = None) -> bool:
-    """Whether the run folder of ``cfg`` already holds its metrics.json."""
+def run_is_done(cfg, root: str | Path | None = None, features: str | None = None) -> bool:
+    """Whether the run folder of ``cfg`` already holds its metrics.json, and, given the data's
+    ``features`` fingerprint, was trained on that data (a run that records none, e.g. the
+    original's, is taken as done)."""
     root = Path(root) if root is not None else cache.probes_dir(create=False)
-    return (root / cfg["dataset"] / cfg["representation"] / ProbeConfig(cfg).uid() / "metrics.json").is_file()
+    folder = root / cfg["dataset"] / cfg["representation"] / ProbeConfig(cfg).uid()
+    if not (folder / "metrics.json").is_file():
+        return False
+    return features is None or run_features(folder) in (None, features)
+
+
+def run_features(folder: str | Path) -> str | None:
+    """The data fingerprint a saved run was trained on (None: not recorded); "" if train.json is unreadable."""
+    try:
+        info = read_json(Path(folder) / "train.json")
+    except (OSError, ValueError):
+        return ""
+    return info.get("features") if isinstance(info, dict) else ""
 
 
 def train_grid(
@@ -874,7 +902,9 @@ def train_grid(
     """Train and save every config of ``dataset`` x ``representation`` that has no finished run.
 
     Each run is saved to ``<probes_root>/<dataset>/<representation>/<uid>/``
-    as soon as it stops, so an interrupted grid resumes where it stopped.
+    as soon as it stops, so an interrupted grid resumes where it stopped. A
+    finished run trained on other data (features, labels or splits changed
+    since: see :attr:`ProbeData.fingerprint`) is stale and trained again.
 
     Args:
         cfgs: configs whose dataset and representation are these.
@@ -894,8 +924,17 @@ def train_grid(
             raise ValueError(f"config {cfg.uid()} is for {cfg['dataset']}/{cfg['representation']}, "
                              f"not {dataset}/{representation}")  # fmt: skip
     root = Path(probes_root) if probes_root is not None else cache.probes_dir()
+    if not cfgs:
+        return []
+    seed = cfgs[0]["seed"]
+    data = load_probe_data(dataset, representation, seed=seed if seed is not None else 0, nonfinite=nonfinite,
+                           processed_root=processed_root, representations_root=representations_root)  # fmt: skip
+    todo = [c for c in cfgs if overwrite or not run_is_done(c, root, data.fingerprint)]
+    stale = sum(run_is_done(c, root) for c in todo) if not overwrite else 0
+    if stale:
+        print(f"jukemir probe: {dataset}/{representation}: {stale} finished run(s) were trained on other features "
+              f"or metadata than those there now; retraining them", file=sys.stderr)  # fmt: skip
     if executor is not None and getattr(executor, "name", "local") != "local":
-        todo = [c for c in cfgs if overwrite or not run_is_done(c, root)]
         shards = [[dict(todo[i]) for i in g] for g in plan_groups(todo)]
         task = functools.partial(
             _grid_shard, dataset, representation, serial=serial, device=device, nonfinite=nonfinite,
@@ -905,11 +944,7 @@ def train_grid(
         executor.map(task, shards)
         return [_run_summary(c, root, "trained" if c in todo else "skipped") for c in cfgs]
 
-    todo = [c for c in cfgs if overwrite or not run_is_done(c, root)]
     if todo:
-        seed = todo[0]["seed"]
-        data = load_probe_data(dataset, representation, seed=seed if seed is not None else 0, nonfinite=nonfinite,
-                               processed_root=processed_root, representations_root=representations_root)  # fmt: skip
 
         def save(probe):
             probe.save(data, root)

@@ -13,7 +13,7 @@ import soundfile as sf
 from jukemir.representations.folder import STATE_DIR
 
 from .fakes import Slow
-from .helpers import assert_complete, cli_env, outputs, records, run_jukemir, tally, write_tones
+from .helpers import assert_complete, cli_env, make_probe_dataset, outputs, records, run_jukemir, tally, write_tones
 
 pytestmark = pytest.mark.fault
 
@@ -92,3 +92,26 @@ def test_foreign_and_tampered_outputs(tmp_path):
     assert "6 done" in _extract(folder, out, "--overwrite")
     assert (out / "c05.npy").read_bytes() == reference["c05.npy"]
     tally("stale", 6 + 4 + 1)
+
+
+def test_probe_runs_of_other_features_are_retrained(capsys):
+    """A finished probe run records the data it saw; re-extracted features make it stale, not reused."""
+    from jukemir.io import save_npy
+    from jukemir.probe.evaluate import evaluate_pair
+    from jukemir.probe.grid import grid_cfgs
+    from jukemir.probe.train import train_grid
+
+    features = make_probe_dataset("faulty", "slow", n=45)
+    cfgs = grid_cfgs("faulty", "slow", {"learning_rate": [1e-2, 1e-3], "early_stopping_boredom": [3]})
+    assert {r["status"] for r in train_grid("faulty", "slow", cfgs, progress=False)} == {"trained"}
+    assert {r["status"] for r in train_grid("faulty", "slow", cfgs, progress=False)} == {"skipped"}
+    evaluate_pair("faulty", "slow")
+
+    save_npy(features / "u003.npy", np.zeros(8, np.float32))  # one feature re-extracted differently
+    with pytest.raises(ValueError, match="trained on other features or metadata"):
+        evaluate_pair("faulty", "slow")
+    capsys.readouterr()
+    assert {r["status"] for r in train_grid("faulty", "slow", cfgs, progress=False)} == {"trained"}
+    assert "2 finished run(s) were trained on other features" in capsys.readouterr().err
+    assert evaluate_pair("faulty", "slow")["num_runs"] == 2
+    tally("stale", 2)

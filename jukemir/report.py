@@ -177,7 +177,7 @@ def _curve_figure(row: dict, out: Path) -> str | None:
     plt = _plt()
     steps, scores = zip(*curve)
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.plot(steps, scores, lw=1.2, label=f"validation {row['cfg']['early_stopping_metric']}")
+    ax.plot(steps, scores, lw=1.2, label=f"validation {row['primary']}")
     best = row["train"].get("best_step")
     if best is not None:
         ax.axvline(best, color="k", ls="--", lw=1, label=f"restored: step {best}")

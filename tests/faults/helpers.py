@@ -66,7 +66,7 @@ def sigkill(proc: subprocess.Popen) -> bool:
 
 
 def wait_for(condition, proc: subprocess.Popen | None = None, timeout: float = 60.0, poll: float = 0.002) -> bool:
-    """Poll ``condition()`` until true (True), ``proc`` exits or ``timeout`` passes (False)."""
+    """Poll ``condition()`` until it is true (True) or ``proc`` exits (False); TimeoutError after ``timeout``."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if condition():
@@ -159,11 +159,10 @@ def run_forked(fn, crash_at: int | None = None) -> tuple[bool, int]:
 
                 return step
 
-            real_write = os.write
             for name in CRASH_OPS:
                 setattr(os, name, counted(getattr(os, name)))
             fn()
-            real_write(write_end, str(steps[0]).encode())
+            os.write(write_end, str(steps[0]).encode())
         except BaseException:  # noqa: BLE001 - report through the exit status
             code = 1
         finally:

@@ -131,3 +131,34 @@ def test_file_size_limit(corpus, tmp_path, limit):
     """``RLIMIT_FSIZE`` (EFBIG) is reported like a full disk: stop, name the file, leave nothing half-written."""
     folder, reference, reference_records = corpus
     _file_size_limit(folder, reference, reference_records, tmp_path / "out", limit)
+
+
+def test_probe_full_disk_then_freed(tmp_path):
+    """Saving probe runs on a full disk: one clear line, exit 2, no run taken for finished; then it completes."""
+    from jukemir import cache
+    from jukemir.probe.grid import grid_cfgs, write_grid_configs
+
+    from .helpers import cli_env, make_probe_dataset
+
+    make_probe_dataset("faulty", "slow", n=45)
+    cfgs = grid_cfgs("faulty", "slow", {"learning_rate": [1e-2, 1e-3], "early_stopping_boredom": [3]})
+    args = ("probe", "faulty", "slow", "--config", *write_grid_configs(cfgs, tmp_path / "cfgs"), "--no-progress")
+    env = cli_env(OMP_NUM_THREADS=1)
+    runs = cache.probes_dir("faulty", "slow")
+    with small_tmpfs(runs, 16 * PAGE) as mounted:
+        if mounted:
+            fill(runs, 1)
+            r = run_jukemir(*args, env=env)
+            (runs / "filler").unlink()
+        else:
+            r = run_jukemir(*args, env=env, preexec_fn=_limit(200))  # cfg.json is larger
+        assert r.returncode == 2, r.stderr
+        errors = [line for line in r.stderr.splitlines() if "error:" in line]
+        reason = "no space left on device" if mounted else "file too large"
+        assert len(errors) == 1 and reason in errors[0] and "run the same command again" in errors[0], r.stderr
+        assert not list(runs.glob("*/metrics.json")) and not list(runs.rglob(".jukemir-tmp-*"))
+        r = run_jukemir(*args, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "2 trained, 0 already done" in r.stdout
+        assert len(list(runs.glob("*/metrics.json"))) == 2
+    tally("disk_full")

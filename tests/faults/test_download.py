@@ -20,7 +20,7 @@ from .helpers import REPO, cli_env, sigkill, tally, wait_for
 pytestmark = pytest.mark.fault
 BLOB = random.Random(5).randbytes(1 << 20)
 SHA = hashlib.sha256(BLOB).hexdigest()
-BIG = random.Random(6).randbytes(8 << 20)  # 8 reads of the downloader's 1 MiB: room for 4 kills mid-stream
+BIG = random.Random(6).randbytes(10 << 20)  # 10 reads of the downloader's 1 MiB: room for 4 kills mid-stream
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -82,9 +82,9 @@ def test_killed_download_resumes(server, tmp_path):
     for _ in range(4):
         have = part.stat().st_size if part.exists() else 0
         proc = _start(server, tmp_path, hashlib.sha256(BIG).hexdigest())
-        # kill once this run has written something, at a random moment of the next second or so
+        # kill once this run has written something (it writes 1 MiB at a time), up to 0.1 s later
         if wait_for(lambda: part.exists() and part.stat().st_size > have, proc, poll=0.001):
-            time.sleep(rng.uniform(0, 0.3))
+            time.sleep(rng.uniform(0, 0.1))
             kills += sigkill(proc)
         assert not dest.exists(), "a partial download was accepted"
         offsets.append(part.stat().st_size)

@@ -55,8 +55,7 @@ def test_every_crash_point(tmp_path, rep_cls, batch_size):
         report = run_folder(rep_cls(), folder, out, **kwargs)
         assert report.ok and report.busy == 0, report.summary()
         assert_complete(out, reference, reference_records)
-        if batch_size is None:  # a batch-dependent group is recomputed whole, by design
-            assert {n: (out / n).stat().st_ino for n in done_before} == done_before, f"crash point {k}: redone"
+        assert {n: (out / n).stat().st_ino for n in done_before} == done_before, f"crash point {k}: rewritten"
     tally("kills", kills)
     tally("outputs_checked", kills * len(reference))
 
@@ -83,8 +82,8 @@ def test_sigkill_cli_at_random_points(tmp_path):
             target, jitter = rng.randint(0, n), rng.uniform(0, 0.02)
             if wait_for(lambda: len(list(out.glob("*.npy"))) >= target, proc):
                 time.sleep(jitter)
-            if not sigkill(proc):
-                assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+            if not sigkill(proc):  # it finished first
+                assert proc.returncode == 0
                 break
             kills += 1
             assert_no_corrupt(out, reference)
@@ -94,7 +93,7 @@ def test_sigkill_cli_at_random_points(tmp_path):
         r = run_jukemir("extract", "slow", folder, out, "--no-progress")
         assert r.returncode == 0, r.stderr
         assert_complete(out, reference, reference_records)
-    assert kills >= 20, kills
+    assert kills >= 15, kills
     tally("kills", kills)
     tally("outputs_checked", 5 * n)
 

@@ -59,12 +59,14 @@ def test_sigkill_grid_training(tmp_path, serial, kills):
         proc = start_jukemir(*args, env=env)
         if wait_for(lambda: len(list(runs_dir.glob("*/metrics.json"))) >= target, proc, poll=0.001):
             time.sleep(rng.uniform(0, 0.1))
-        assert sigkill(proc), "the grid finished before it could be killed"
+        if not sigkill(proc):
+            break  # the last runs finished within the jitter: nothing left to kill
         killed += 1
         finished = _runs(runs_dir)
         for uid, run in finished.items():
             assert _same(run, reference[uid]), f"run {uid}, saved before the kill, differs from the uninterrupted one"
         done = len(finished)
+    assert killed >= 1
     r = run_jukemir(*args, env=env)
     assert r.returncode == 0, r.stderr
     assert f"{len(configs) - done} trained, {done} already done" in r.stdout

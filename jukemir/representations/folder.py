@@ -317,7 +317,10 @@ def run_folder(
                 elif bar is not None:
                     bar.update(len(group))
         # Wait for the other worker, then do whatever it did not finish (e.g. because it was killed).
-        # Locks are taken in file order, and a worker holds none while it waits, so this cannot deadlock.
+        # Locks are taken in file order (a worker only waits for files after those it holds): no deadlock.
+        if held_elsewhere:
+            n_busy = sum(len(busy) for _, busy in held_elsewhere)
+            print(f"jukemir extract {name}: another worker holds {n_busy} file(s); waiting for it", file=sys.stderr)
         for group, busy in held_elsewhere:
             members = group if rep.batch_dependent else busy
             _run_group(rep, members, [load(o) for o in members], set(busy), report, fail, overwrite, wait=True)

@@ -359,10 +359,11 @@ def _cmd_report(args) -> int:
     from .probe.evaluate import evaluate
     from .report import comparison_table, write_report
 
-    path = write_report(args.out, args.dataset, args.representation)
-    print(comparison_table(evaluate(args.dataset, args.representation, split="test")))
-    print(f"report: {path}")
+    rows = evaluate(args.dataset, args.representation, split="test")
+    print(comparison_table(rows))
+    print(f"report: {write_report(args.out, rows=rows)}")
     return 0
+
 # ---------------------------------------------------------------- demo
 def _add_demo(sub):
     p = sub.add_parser(

@@ -1,41 +1,137 @@
-"""The report on the synthetic dataset: every figure referenced, the expected rows, non-empty PNGs."""
+"""The report: every figure referenced and a real PNG, the expected rows, the paper's numbers marked."""
 
+import json
 import re
 
+import numpy as np
 import pytest
 
 from jukemir import cache
-from jukemir.datasets import synthetic
+from jukemir.cli import main
+from jukemir.datasets import MTT_TOP50, synthetic
+from jukemir.io import save_npy, write_json
 from jukemir.probe.grid import grid_cfgs
 from jukemir.probe.train import train_grid
-from jukemir.report import comparison_rows, paper_results, write_report
+from jukemir.report import comparison_rows, comparison_table, paper_results, write_report
 from jukemir.representations.folder import run_folder
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY_GRID = {"learning_rate": [1e-3, 3e-3], "early_stopping_boredom": [4]}
+
+
+def check_figures(index):
+    """Every PNG beside index.html is referenced by it, every reference exists, and each is a real PNG."""
+    page = index.read_text()
+    figures = sorted(p.name for p in index.parent.glob("*.png"))
+    assert set(re.findall(r'<img src="([^"]+)"', page)) == set(figures)
+    for name in figures:
+        data = (index.parent / name).read_bytes()
+        assert data[:8] == PNG and len(data) > 5000, name
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert 300 < width < 2500 and 250 < height < 2500, (name, width, height)
+    return page, figures
+
+
+def table_rows(page):
+    return re.findall(
+        r"<tr><td>(\w+)</td><td>(\w+)</td><td>(\w+)</td><td>(-?[\d.]+)</td><td>(.*?)</td><td>(.*?)</td></tr>",
+        page,
+    )
 
 
 @pytest.fixture
 def trained_synthetic():
-    data = synthetic.generate(songs_per_key=3, clips_per_song=2, clip_seconds=1.0, progress=False)
+    data = synthetic.generate(songs_per_key=3, clips_per_song=2, clip_seconds=1.5, progress=False)
     for rep in ("chroma", "mfcc"):
         assert run_folder(rep, data / "wav", cache.representations_dir("synthetic", rep), progress=False).ok
-        cfgs = grid_cfgs("synthetic", rep, {"learning_rate": [1e-3], "early_stopping_boredom": [4]})
-        train_grid("synthetic", rep, cfgs, progress=False)
+        train_grid("synthetic", rep, grid_cfgs("synthetic", rep, TINY_GRID), progress=False)
 
 
 def test_report_for_synthetic(trained_synthetic, tmp_path):
     index = write_report(tmp_path / "report", datasets=["synthetic"])
-    page = index.read_text()
-    figures = sorted(p.name for p in index.parent.glob("*.png"))
-    assert len(figures) == 1 + 3 * 2  # bars + (prediction, curve, projection) per representation
-    assert any(n.startswith("curve_") for n in figures)
-    for name in figures:
-        assert f'src="{name}"' in page
-        data = (index.parent / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert set(re.findall(r'src="([^"]+)"', page)) == set(figures)
-    rows = re.findall(r"<tr><td>synthetic</td><td>score</td><td>(\w+)</td>", page)
-    assert sorted(rows) == ["chroma", "mfcc"]
+    page, figures = check_figures(index)
+    expected = ["bars_synthetic.png"] + [f"{kind}_synthetic_{rep}.png" for rep in ("chroma", "mfcc")
+                                         for kind in ("curve", "pred", "proj")]  # fmt: skip
+    assert figures == sorted(expected)
+    rows = table_rows(page)
+    assert [(ds, metric, rep) for ds, metric, rep, *_ in rows] == [
+        ("synthetic", "score", "chroma"),
+        ("synthetic", "score", "mfcc"),
+    ]
+    results = json.loads((index.parent / "results.json").read_text())
+    for (*_, ours, paper, diff), row in zip(rows, results["rows"]):
+        assert float(ours) == pytest.approx(100 * row["test"]["score"], abs=0.0501)
+        assert paper == diff == "–"  # the paper has no synthetic dataset
+    selected = results["provenance"]["selected"]
+    assert [s["cfg"]["representation"] for s in selected] == ["chroma", "mfcc"] and selected[0][
+        "num_runs"
+    ] == 2
+    features = selected[0]["features"]
+    assert features["features"] == features["with_record"] == 144
+    assert features["records"] == [
+        {"representation": "chroma", "version": "1", "options": {}, "shape": [72], "count": 144}
+    ]
     summary = (index.parent / "summary.md").read_text()
-    assert "| chroma |" in summary and "| mfcc |" in summary
+    assert "| synthetic | score | chroma |" in summary and "| mfcc |" in summary
+
+
+def fake_dataset(name, rep, n_per_split, make_item, seed):
+    """meta.json and features of a built-in dataset's name; make_item(rng, split, j) -> (x, y)."""
+    rng = np.random.default_rng(seed)
+    meta = {}
+    for split, n in zip(("train", "valid", "test"), n_per_split):
+        for j in range(n):
+            x, y = make_item(rng, split, j)
+            meta[f"{split}{j:03d}"] = {"split": split, "y": y}
+            save_npy(cache.representations_dir(name, rep) / f"{split}{j:03d}.npy", x.astype(np.float32))
+    write_json(cache.processed_dir(name) / "meta.json", meta)
+
+
+def test_report_multilabel_regression_and_cli(tmp_path, capsys):
+    W = np.random.default_rng(1).normal(size=(12, 50))
+
+    def tags(rng, split, j):  # every tag present and absent in every split
+        x = rng.normal(size=12)
+        on = (x @ W > 2.0) | (np.arange(50) == j % 50)
+        return x, [t for t, b in zip(MTT_TOP50, on) if b]
+
+    def emotion(rng, split, j):
+        x = rng.normal(size=12)
+        return x, [float(x[:3].sum() / 1.7 + 0.5 * rng.normal()), float(x[3] + 0.8 * rng.normal())]
+
+    fake_dataset("magnatagatune", "mfcc", (100, 50, 50), tags, seed=0)
+    fake_dataset("emomusic", "mfcc", (100, 50, 50), emotion, seed=0)
+    for ds in ("magnatagatune", "emomusic"):
+        train_grid(ds, "mfcc", grid_cfgs(ds, "mfcc", TINY_GRID), progress=False)
+
+    assert main(["report", "--out", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    index = tmp_path / "report" / "index.html"
+    assert f"report: {index}" in printed
+    page, figures = check_figures(index)
+    assert len(figures) == 2 + 3 * 2
+    rows = {
+        (ds, metric): (float(ours), paper, diff) for ds, metric, rep, ours, paper, diff in table_rows(page)
+    }
+    assert set(rows) == {
+        ("magnatagatune", "auc_roc"),
+        ("magnatagatune", "ap"),
+        ("emomusic", "arousal_r2"),
+        ("emomusic", "valence_r2"),
+    }
+    paper = paper_results()["results"]["mfcc"]
+    for (ds, metric), (ours, cell, diff) in rows.items():
+        published = paper[f"{ds}/{metric}"]
+        assert published["confirmation"] == "memory"
+        assert (
+            cell
+            == f'<span class="unconfirmed" title="not yet confirmed from the paper">{published["value"]:.1f}*</span>'
+        )
+        assert float(diff) == pytest.approx(ours - published["value"], abs=0.11)
+    assert "* UNCONFIRMED" in page
+    assert (
+        "| magnatagatune | auc_roc | mfcc |" in printed and "86.1*" in printed
+    )  # the table jukemir report prints
 
 
 def test_paper_numbers_one_file_with_unconfirmed_marked():
@@ -44,8 +140,27 @@ def test_paper_numbers_one_file_with_unconfirmed_marked():
     jukebox = paper["results"]["jukebox"]
     assert jukebox["gtzan_ff/accuracy"] == {"value": 79.7, "confirmation": "listing"}
     assert jukebox["magnatagatune/auc_roc"]["confirmation"] == "memory"
-    row = {"dataset": "magnatagatune", "representation": "jukebox", "headline": ["auc_roc", "ap"], "split": "test",
-           "test": {"auc_roc": 0.9, "ap": 0.4}}  # fmt: skip
-    comps = comparison_rows([row])
+    rows = [
+        {"dataset": "magnatagatune", "representation": "jukebox", "headline": ["auc_roc", "ap"], "split": "test",
+         "test": {"auc_roc": 0.9, "ap": 0.4}},
+        {"dataset": "gtzan_ff", "representation": "jukebox", "headline": ["accuracy"], "split": "test",
+         "test": {"accuracy": 0.8}},
+        {"dataset": "mine", "representation": "jukebox", "headline": ["accuracy"], "split": "test",
+         "test": {"accuracy": 0.5}},
+    ]  # fmt: skip
+    comps = comparison_rows(rows)
     assert comps[0]["paper"] == 91.5 and comps[0]["confirmed"] is False
-    assert abs(comps[0]["difference"] - (90.0 - 91.5)) < 1e-9
+    assert comps[0]["difference"] == pytest.approx(90.0 - 91.5)
+    assert comps[2]["confirmation"] == "listing" and comps[2]["confirmed"] is False
+    assert comps[3]["paper"] is None and comps[3]["difference"] is None
+    table = comparison_table(rows)
+    assert "| magnatagatune | auc_roc | jukebox | 90.0 | 91.5* | -1.5 |" in table
+    assert "| gtzan_ff | accuracy | jukebox | 80.0 | 79.7† | +0.3 |" in table
+    assert "| mine | accuracy | jukebox | 50.0 | – | – |" in table
+    assert "\n* UNCONFIRMED" in table and "\n† value also appears in the third-party" in table
+
+
+def test_report_without_runs_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no finished probe runs"):
+        write_report(tmp_path / "report")
+    assert main(["report", "--out", str(tmp_path / "report")]) != 0

@@ -8,15 +8,16 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 results="${RESULTS_DIR:-$(cache_dir)/results}"
 mkdir -p "$results"
-args=()
+select=()
 for dataset in "${datasets[@]}"; do
-  args+=(--dataset "$dataset")
+  select+=(--dataset "$dataset")
 done
 for representation in "${representations[@]}"; do
-  args+=(--representation "$representation")
+  select+=(--representation "$representation")
 done
+args=("${select[@]}")
 if [[ "${GRID:-paper}" == paper ]]; then
   args+=(--expected-num-runs 216)
 fi
 jukemir evaluate "${args[@]}" --split test --out "$results/results.json" "$@"
-jukemir report --out "$results/report"
+jukemir report "${select[@]}" --out "$results/report"

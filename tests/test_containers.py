@@ -350,3 +350,47 @@ def test_scripts_loop_over_the_chosen_datasets_and_representations(bin_dir, tmp_
         == f"probe gtzan_ff chroma --config {isolated_cache}/probes/gtzan_ff/chroma/abc.json --executor ray --address auto"
     )
     assert len(ray) == 4
+
+
+def test_reproduce_end_to_end_locally_on_the_synthetic_dataset(bin_dir, isolated_cache, monkeypatch):
+    """3_extract.py --local -> 4_grid_config.sh -> 5_grid_train_serial.sh -> 6_evaluate.sh, natively."""
+    from jukemir.datasets import synthetic
+
+    synthetic.generate(songs_per_key=3, clips_per_song=1, clip_seconds=1.0, progress=False)
+    results = isolated_cache / "results"
+    env = {"DATASETS": "synthetic", "REPRESENTATIONS": "chroma mfcc", "GRID": "demo",
+           "RESULTS_DIR": str(results), "OMP_NUM_THREADS": "1"}  # fmt: skip
+
+    r = script("3_extract.py", "--local", "--datasets", "synthetic", "--representations", "chroma", "mfcc",
+               "--", "--no-progress", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    wavs = sorted(p.stem for p in (isolated_cache / "processed" / "synthetic" / "wav").glob("*.wav"))
+    assert len(wavs) == 24 * 3
+    for rep in ("chroma", "mfcc"):
+        feats = isolated_cache / "representations" / "synthetic" / rep
+        assert sorted(p.stem for p in feats.glob("*.npy")) == wavs
+        assert np.load(feats / f"{wavs[0]}.npy").shape == (DIMS[rep],)
+
+    r = script("4_grid_config.sh", env=env)
+    assert r.returncode == 0, r.stderr
+    configs = {rep: sorted((isolated_cache / "probes" / "synthetic" / rep).glob("*.json")) for rep in ("chroma", "mfcc")}
+    assert [len(c) for c in configs.values()] == [12, 12]
+
+    r = script("5_grid_train_serial.sh", "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    for rep, cfgs in configs.items():
+        for cfg in cfgs:
+            assert (cfg.with_suffix("") / "metrics.json").is_file(), cfg
+
+    r = script("6_evaluate.sh", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((results / "results.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert sorted((row["dataset"], row["representation"]) for row in rows) == [
+        ("synthetic", "chroma"), ("synthetic", "mfcc")]  # fmt: skip
+    for row in rows:
+        assert 0.0 <= row["test"]["score"] <= 1.0, row  # the key task's primary metric, on test
+    assert "chroma" in r.stdout and "mfcc" in r.stdout  # the printed table
+    report = results / "report"
+    assert (report / "index.html").is_file() and (report / "summary.md").is_file()
+    assert "synthetic" in (report / "summary.md").read_text()

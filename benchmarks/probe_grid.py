@@ -14,6 +14,10 @@ per config times the configs of that stack. ``--full`` also trains the real
 gtzan grid with early stopping and estimates the serial time from each
 config's actual number of updates.
 
+The vectorised trainer is timed in fp32 and in bf16 (``--precision``), and a
+floor is printed: the time of the Adam updates alone, one config at a time,
+which bounds the speed-up any trainer of these semantics can reach here.
+
     python benchmarks/probe_grid.py --quick     # gtzan only, 64 updates per config
     python benchmarks/probe_grid.py             # gtzan and mtt, 256 updates per config
     python benchmarks/probe_grid.py --full      # + the real gtzan grid with early stopping
@@ -80,7 +84,42 @@ def stack_name(cfg) -> str:
     return f"{'linear' if not hidden else 'mlp' + 'x'.join(map(str, hidden))} bs{bs}"
 
 
-def bench_size(size: str, steps: int, serial_sample: int, device: str, full: bool) -> None:
+def adam_seconds(cfg, data: ProbeData, device: str, repeats: int = 20) -> float:
+    """Seconds of one fused Adam update of one config's parameters (all of its weights in the caches)."""
+    sizes = [data.num_features, *cfg["hidden_layer_sizes"], data.spec.num_outputs]
+    params = [torch.zeros(a * b + b, device=device) for a, b in zip(sizes, sizes[1:])]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    try:
+        opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4, fused=True)
+    except (RuntimeError, ValueError):
+        opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+    opt.step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        opt.step()
+    return (time.perf_counter() - t0) / repeats
+
+
+def products_seconds(cfg, data: ProbeData, device: str, dtype=torch.bfloat16, repeats: int = 20) -> float:
+    """Seconds of one config's first-layer products of an update (forward and weight gradient) in ``dtype``."""
+    B, D = cfg["batch_size"], data.num_features
+    H = (cfg["hidden_layer_sizes"] or [data.spec.num_outputs])[0]
+    x, W = torch.randn(B, D, device=device, dtype=dtype), torch.randn(D, H, device=device, dtype=dtype)
+    dZ, gW = torch.randn(B, H, device=device, dtype=dtype), torch.empty(D, H, device=device, dtype=dtype)
+
+    def run():
+        torch.mm(x, W)
+        torch.mm(x.t(), dZ, out=gW)
+
+    run()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return (time.perf_counter() - t0) / repeats
+
+
+def bench_size(size: str, steps: int, serial_sample: int, device: str, full: bool, precisions: list[str]) -> None:
     t0 = time.time()
     data = synthetic_data(size)
     n_train = len(data.uids["train"])
@@ -89,15 +128,20 @@ def bench_size(size: str, steps: int, serial_sample: int, device: str, full: boo
     grid = paper_grid_cfgs(data.dataset, data.representation)
     cfgs = capped(grid, steps, n_train)
 
-    t0 = time.time()
-    probes = train_probes(cfgs, data, device=device, progress=False)
-    vec_total = time.time() - t0
-    assert all(p.info["steps"] == steps for p in probes)
+    vec_total, vec_group = {}, {}
+    for precision in precisions:
+        groups = plan_groups(cfgs)
+        for group in groups:  # timed per group: the groups run one after another
+            t0 = time.time()
+            probes = train_probes([cfgs[i] for i in group], data, device=device, progress=False, precision=precision)
+            vec_group[precision, group[0]] = time.time() - t0
+            assert all(p.info["steps"] == steps for p in probes)
+        vec_total[precision] = sum(vec_group[precision, g[0]] for g in groups)
 
     serial_total, per_step = 0.0, {}
-    print(f"{'stack':>14} {'configs':>7} {'vectorised':>11} {'serial s/config':>16} {'serial (est.)':>14} {'ratio':>6}")
+    heads = "".join(f" {'vec ' + p:>10} {'ratio':>6}" for p in precisions)
+    print(f"{'stack':>14} {'configs':>7} {'serial s/config':>16} {'serial (est.)':>14}{heads}")
     for group in plan_groups(cfgs):
-        vec_group = max(probes[i].info["seconds"] for i in group)
         sample = group[:: max(1, len(group) // serial_sample)][:serial_sample]
         t0 = time.time()
         for i in sample:
@@ -105,22 +149,35 @@ def bench_size(size: str, steps: int, serial_sample: int, device: str, full: boo
         per_config = (time.time() - t0) / len(sample)
         serial_total += per_config * len(group)
         per_step[group_key(cfgs[group[0]])] = per_config / steps
-        print(f"{stack_name(cfgs[group[0]]):>14} {len(group):>7} {vec_group:>10.1f}s {per_config:>16.2f} "
-              f"{per_config * len(group):>13.1f}s {per_config * len(group) / vec_group:>5.1f}x")  # fmt: skip
+        cols = "".join(f" {vec_group[p, group[0]]:>9.1f}s {per_config * len(group) / vec_group[p, group[0]]:>5.1f}x"
+                       for p in precisions)  # fmt: skip
+        print(f"{stack_name(cfgs[group[0]]):>14} {len(group):>7} {per_config:>16.2f} {per_config * len(group):>13.1f}s{cols}")
     print(f"{len(cfgs)} configs x {steps} updates each (validation every 8):")
-    print(f"  vectorised (measured, whole grid): {vec_total:8.1f} s")
     print(f"  serial (estimated from {serial_sample} sampled configs per stack): {serial_total:8.1f} s")
-    print(f"  speed-up: {serial_total / vec_total:.1f}x   (load avg now {os.getloadavg()[0]:.1f})")
+    for precision in precisions:
+        print(f"  vectorised {precision} (measured, whole grid): {vec_total[precision]:8.1f} s   "
+              f"speed-up {serial_total / vec_total[precision]:.1f}x")  # fmt: skip
+    # A floor no trainer of these semantics can go below on this machine: every config must apply one
+    # Adam update to all of its parameters per step (a dense update: the gradient of a minibatch
+    # touches every weight); timed here for one config alone, its most cache-friendly case.
+    groups = plan_groups(cfgs)
+    adam = sum(adam_seconds(cfgs[g[0]], data, device) * steps * len(g) for g in groups)
+    products = sum(products_seconds(cfgs[g[0]], data, device) * steps * len(g) for g in groups)
+    print(f"  floor: the Adam updates alone (fused, one config at a time) take {adam:.1f} s "
+          f"(<= {serial_total / adam:.0f}x); with each update's two first-layer products at bf16 speed "
+          f"{adam + products:.1f} s (<= {serial_total / (adam + products):.0f}x), before any evaluation, "
+          f"casts, dropout or bookkeeping")  # fmt: skip
+    print(f"  (load avg now {os.getloadavg()[0]:.1f})")
 
     if full:
         t0 = time.time()
-        probes = train_probes(grid, data, device=device, progress=True)
+        probes = train_probes(grid, data, device=device, progress=True, precision=precisions[-1])
         vec_full = time.time() - t0
         updates = [p.info["steps"] for p in probes]
         serial_full = sum(per_step[group_key(c)] * p.info["steps"] for c, p in zip(grid, probes))
         print(f"full paper grid with early stopping ({sum(updates)} updates in all, "
               f"{min(updates)}..{max(updates)} per config):")  # fmt: skip
-        print(f"  vectorised (measured): {vec_full:8.1f} s")
+        print(f"  vectorised {precisions[-1]} (measured): {vec_full:8.1f} s")
         print(f"  serial (estimated: each config's updates x its stack's measured serial time per update): "
               f"{serial_full:8.1f} s")  # fmt: skip
         print(f"  speed-up: {serial_full / vec_full:.1f}x")
@@ -134,13 +191,15 @@ def main() -> None:
     parser.add_argument("--serial-sample", type=int, default=2, help="serial configs timed per stack")
     parser.add_argument("--full", action="store_true", help="also train the real gtzan grid with early stopping")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32,bf16", help="vectorised arithmetic(s) to time: fp32, bf16")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.steps, args.serial_sample = "gtzan", 64, 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()[0]:.1f}")  # fmt: skip
     for size in args.sizes.split(","):
-        bench_size(size.strip(), args.steps, args.serial_sample, args.device, args.full and size.strip() == "gtzan")
+        bench_size(size.strip(), args.steps, args.serial_sample, args.device, args.full and size.strip() == "gtzan",
+                   args.precision.split(","))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import numpy as np
 
 from jukemir.datasets import load_meta, synthetic
 

@@ -393,11 +393,7 @@ def test_vectorised_grid_agrees_with_serial(isolated_cache):
     products and the fused Adam kernel); with dropout (different noise
     streams), the configs picked on validation agree within 0.05 on test.
     """
-    blobs_dataset(n=(300, 100, 100), dim=24, noise=2.2)
-    data = load_probe_data("gtzan_ff", "blobs")
-    grid = {"data_standardization": [False, True], "hidden_layer_sizes": [[], [32]], "learning_rate": [1e-3, 1e-2],
-            "dropout_p": [0.0, 0.5], "early_stopping_boredom": [12]}
-    cfgs = grid_cfgs("gtzan_ff", "blobs", grid)
+    data, cfgs = _blobs_grid()
     vec = train_probes(cfgs, data, device="cpu", progress=False)
     ser = [train_probe(c, data, device="cpu") for c in cfgs]
     results = {}
@@ -410,6 +406,58 @@ def test_vectorised_grid_agrees_with_serial(isolated_cache):
     best_ser = max(range(len(cfgs)), key=lambda i: (results["ser"][i][0], -i))
     assert abs(results["vec"][best_vec][1] - results["ser"][best_ser][1]) <= 0.05
     assert results["vec"][best_vec][1] > 0.5  # well above chance (0.1)
+
+
+def _blobs_grid():
+    blobs_dataset(n=(300, 100, 100), dim=24, noise=2.2)
+    data = load_probe_data("gtzan_ff", "blobs")
+    grid = {"data_standardization": [False, True], "hidden_layer_sizes": [[], [32]], "learning_rate": [1e-3, 1e-2],
+            "dropout_p": [0.0, 0.5], "early_stopping_boredom": [12]}
+    return data, grid_cfgs("gtzan_ff", "blobs", grid)
+
+
+def test_bf16_grid_agrees_with_fp32(isolated_cache):
+    """``precision="bf16"``: bfloat16 first-layer products, float32 accumulation, weights and Adam.
+
+    The two runs share minibatches and dropout noise, so they differ only by
+    rounding. Tolerance: every config's validation and test accuracy within
+    0.05 of fp32's, and the configs picked on validation within 0.03 on test.
+    """
+    data, cfgs = _blobs_grid()
+    fp32 = train_probes(cfgs, data, device="cpu", progress=False)
+    bf16 = train_probes(cfgs, data, device="cpu", progress=False, precision="bf16")
+    assert {p.info["precision"] for p in fp32} == {"fp32"} and {p.info["precision"] for p in bf16} == {"bf16"}
+    assert all(t.dtype == torch.float32 for p in bf16 for t in p.model.state_dict().values())
+    acc = {name: [(p.evaluate(data, "valid")["accuracy"], p.evaluate(data, "test")["accuracy"]) for p in probes]
+           for name, probes in (("fp32", fp32), ("bf16", bf16))}  # fmt: skip
+    for cfg, a, b in zip(cfgs, acc["fp32"], acc["bf16"]):
+        assert abs(a[0] - b[0]) <= 0.05 and abs(a[1] - b[1]) <= 0.05, (cfg, a, b)
+    # rounding does change the runs (this is not fp32 under another name)
+    assert any(not torch.equal(p.model.output.weight, q.model.output.weight) for p, q in zip(fp32, bf16))
+    best = {name: max(range(len(cfgs)), key=lambda i: (acc[name][i][0], -i)) for name in acc}
+    assert abs(acc["fp32"][best["fp32"]][1] - acc["bf16"][best["bf16"]][1]) <= 0.03
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train_probes(cfgs[:1], data, device="cpu", progress=False, precision="fp8")
+
+
+def test_splitting_a_stack_changes_nothing(isolated_cache, monkeypatch):
+    """On CPU in bf16 a group is trained as several smaller stacks; each config's run is the same either way."""
+    from jukemir.probe import train as train_module
+
+    data, cfgs = _blobs_grid()
+    cfgs = [c for c in cfgs if c["hidden_layer_sizes"]]
+    monkeypatch.setattr(train_module, "CPU_STACK_PARAMS", 3 * (25 * 32 + 33 * 10))  # three configs per stack
+    fp32 = train_probes(cfgs, data, device="cpu", progress=False)
+    assert {p.info["group_size"] for p in fp32} == {len(cfgs)}  # fp32 stacks are never split
+    split = train_probes(cfgs, data, device="cpu", progress=False, precision="bf16")
+    monkeypatch.setattr(train_module, "CPU_STACK_PARAMS", 10**12)
+    whole = train_probes(cfgs, data, device="cpu", progress=False, precision="bf16")
+    assert {p.info["group_size"] for p in whole} == {len(cfgs)}
+    assert sorted(p.info["group_size"] for p in split) == [2] * 2 + [3] * 6
+    for a, b in zip(whole, split):
+        assert a.info["steps"] == b.info["steps"] and a.info["best_step"] == b.info["best_step"]
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        assert all(torch.allclose(sa[k], sb[k], rtol=0, atol=1e-6) for k in sa), a.cfg
 
 
 # ---------------------------------------------------------------- grid, evaluate, CLI
@@ -452,7 +500,10 @@ def test_cli_grid_probe_evaluate(isolated_cache, tmp_path, capsys):
     assert len(list((isolated_cache / "probes" / "test" / "test").glob("*.json"))) == 12
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps({"dataset": "test", "representation": "test", "max_num_epochs": 5, "learning_rate": 0.05}))
-    assert main(["probe", "test", "test", "--config", str(cfg_file), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["probe", "test", "test", "--config", str(cfg_file), "--no-progress", "--device", "cpu",
+                 "--precision", "bf16"]) == 0  # fmt: skip
+    run = isolated_cache / "probes" / "test" / "test" / ProbeConfig(json.loads(cfg_file.read_text())).uid()
+    assert json.loads((run / "train.json").read_text())["precision"] == "bf16"
     assert main(["probe", "gtzan_ff", "blobs", "--config", str(cfg_file), "--no-progress"]) == 2  # wrong pair
     blob_cfg = tmp_path / "blob.json"
     blob_cfg.write_text(json.dumps({"dataset": "gtzan_ff", "representation": "blobs", "max_num_epochs": 20}))

@@ -408,6 +408,46 @@ def test_vectorised_grid_agrees_with_serial(isolated_cache):
     assert results["vec"][best_vec][1] > 0.5  # well above chance (0.1)
 
 
+def test_stack_adam_is_torch_fused_adam():
+    """The vectorised trainer's Adam: torch's fused Adam arithmetic, bit for bit, also after a compaction."""
+    from jukemir.probe.train import _make_adam, _StackAdam
+
+    gen = torch.Generator().manual_seed(0)
+    cfgs = [{"learning_rate": lr, "l2_weight_decay": wd} for lr in (1e-3, 1e-2) for wd in (None, 1e-3)]
+
+    def params():
+        torch.manual_seed(1)
+        views = [[torch.randn(5, 3), torch.randn(3)] for _ in cfgs]
+        for view in views:
+            for t in view:
+                t.grad = torch.zeros_like(t)
+        return views
+
+    ours, ref = params(), params()
+    opt = _make_adam(ours, cfgs)
+    assert isinstance(opt, _StackAdam)
+    groups = {}
+    for view, cfg in zip(ref, cfgs):
+        groups.setdefault((cfg["learning_rate"], cfg["l2_weight_decay"] or 0), []).extend(view)
+    ref_opt = torch.optim.Adam([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
+                               fused=True)  # fmt: skip
+    for step in range(6):
+        for a, b in zip(sum(ours, []), sum(ref, [])):
+            g = torch.randn(a.shape, generator=gen)
+            a.grad.copy_(g)
+            b.grad.copy_(g)
+        opt.step()
+        ref_opt.step()
+        if step == 2:  # drop configs 0 and 2 and carry the others' state, as _Group._compact does
+            keep = [1, 3]
+            opt = _make_adam([ours[i] for i in keep], [cfgs[i] for i in keep],
+                             old=[(p, opt.state[p]) for i in keep for p in ours[i]])  # fmt: skip
+            ours = [ours[i] for i in keep]
+            ref = [ref[i] for i in keep]
+        assert all(torch.equal(a, b) for a, b in zip(sum(ours, []), sum(ref, []))), step
+    assert float(opt.step_count) == 6
+
+
 def _blobs_grid():
     blobs_dataset(n=(300, 100, 100), dim=24, noise=2.2)
     data = load_probe_data("gtzan_ff", "blobs")

@@ -67,7 +67,9 @@ def task_loss(task: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.T
 def loss_gradient(task: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """d(:func:`task_loss`)/d(logits) for a minibatch: ``(..., B, K)`` -> same shape."""
     if task == "multiclass":
-        grad = torch.softmax(logits, dim=-1)
+        # the softmax by hand: torch.softmax is several times slower on CPU for a last dimension of ~10
+        grad = (logits - logits.amax(-1, keepdim=True)).exp_()
+        grad /= grad.sum(-1, keepdim=True)
         grad.scatter_add_(-1, targets.long().expand(logits.shape[:-1]).unsqueeze(-1),
                           torch.full(grad.shape[:-1] + (1,), -1.0, dtype=grad.dtype, device=grad.device))
         return grad / logits.shape[-2]

@@ -596,21 +596,70 @@ class _Features:
         return self._X[key]
 
 
-def _make_adam(views: list[list[torch.Tensor]], cfgs: list, old=None) -> torch.optim.Optimizer:
-    """Adam over per-config parameter views, one param group per (lr, weight decay)."""
+class _StackAdam:
+    """Adam with coupled L2 (torch's defaults: betas 0.9, 0.999; eps 1e-8) over per-config parameter views.
+
+    Each update is one call per (learning rate, weight decay) of the fused
+    kernel that ``torch.optim.Adam(fused=True)`` calls, with the same
+    arguments, so the arithmetic is the same; what it leaves out is the
+    optimizer's per-update Python (state lookups, grouping, one step counter
+    per tensor), which costs more than the kernels for stacks of small
+    probes. All configs of a stack have taken the same number of updates, so
+    they share one step counter. ``state`` maps each parameter to
+    ``{"step", "exp_avg", "exp_avg_sq"}`` as torch's Adam does.
+    """
+
+    def __init__(self, groups: dict, old=None):
+        carried = dict(old or [])
+        steps = {float(state["step"]) for state in carried.values()}
+        if len(steps) > 1:
+            raise ValueError(f"configs of one stack at different steps: {sorted(steps)}")
+        first = next(iter(groups.values()))[0]
+        self.step_count = torch.tensor(steps.pop() if steps else 0.0, dtype=torch.float32, device=first.device)
+        self.state: dict = {}
+        self.groups = []
+        for (lr, wd), params in groups.items():
+            m, v = [], []
+            for p in params:
+                old_state = carried.get(p)
+                m.append(old_state["exp_avg"] if old_state else torch.zeros_like(p))
+                v.append(old_state["exp_avg_sq"] if old_state else torch.zeros_like(p))
+                self.state[p] = {"step": self.step_count, "exp_avg": m[-1], "exp_avg_sq": v[-1]}
+            self.groups.append((lr, wd, params, [p.grad for p in params], m, v, [self.step_count] * len(params)))
+
+    def step(self) -> None:
+        self.step_count += 1
+        for lr, wd, params, grads, m, v, steps in self.groups:
+            torch._fused_adam_(params, grads, m, v, [], steps, lr=lr, beta1=0.9, beta2=0.999, weight_decay=wd,
+                               eps=1e-8, amsgrad=False, maximize=False)  # fmt: skip
+
+
+def _make_adam(views: list[list[torch.Tensor]], cfgs: list, old=None):
+    """Adam over per-config parameter views, one group per (lr, weight decay): :class:`_StackAdam`
+    where the fused kernel exists for the device, else ``torch.optim.Adam``."""
     groups: dict = {}
     for params, cfg in zip(views, cfgs):
         key = (cfg["learning_rate"], cfg["l2_weight_decay"] or 0)
         groups.setdefault(key, []).extend(params)
-    param_groups = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
-    try:
-        opt = torch.optim.Adam(param_groups, fused=True)
-    except (RuntimeError, ValueError):  # no fused kernel for this device
-        opt = torch.optim.Adam(param_groups)
-    if old is not None:
-        for new_param, state in old:
-            opt.state[new_param] = state
+    if _has_fused_adam(views[0][0].device):
+        return _StackAdam(groups, old)
+    opt = torch.optim.Adam([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()])
+    for new_param, state in old or []:
+        opt.state[new_param] = state
     return opt
+
+
+@functools.lru_cache(maxsize=None)
+def _has_fused_adam(device: torch.device) -> bool:
+    """Whether torch's fused Adam kernel runs on ``device`` (tried once on a tiny tensor)."""
+    try:
+        p = torch.zeros(2, device=device)
+        torch._fused_adam_([p], [torch.ones_like(p)], [torch.zeros_like(p)], [torch.zeros_like(p)], [],
+                           [torch.ones((), device=device)], lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0,
+                           eps=1e-8, amsgrad=False, maximize=False)  # fmt: skip
+        return True
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
 
 
 class _Group:
@@ -625,6 +674,7 @@ class _Group:
     def __init__(self, cfgs: list, data: ProbeData, feats: _Features, device: torch.device,
                  precision: str = "fp32"):  # fmt: skip
         self.cfgs = cfgs
+        self.uids = [cfg.uid() for cfg in cfgs]
         self.precision = precision
         self.cdtype = PRECISIONS[precision]
         self.data, self.feats, self.device = data, feats, device
@@ -658,8 +708,12 @@ class _Group:
     def _bind(self):
         """(Re)create gradient buffers, per-config views, variant blocks and dropout indices."""
         self.gW = [torch.empty_like(w) for w in self.W]
-        # the first layer's gradient as computed, when that is not float32 (then copied into gW[0])
-        self.gW0 = None if self.cdtype == torch.float32 else torch.empty_like(self.W[0], dtype=self.cdtype)
+        # the first layer's gradient as computed, when that is not float32 (then copied into gW[0]), and the
+        # weights as multiplied (kept between steps, so that no large buffer is allocated per step)
+        low = self.cdtype != torch.float32
+        self.gW0 = torch.empty_like(self.W[0], dtype=self.cdtype) if low else None
+        self.W0c = torch.empty_like(self.W[0], dtype=self.cdtype) if low else None
+        self.W0c_current = False
         self.gb = [torch.empty_like(b) for b in self.b]
         self.views = []
         for pos in range(len(self.ids)):
@@ -697,6 +751,15 @@ class _Group:
         self.opt = _make_adam(self.views, [self.cfgs[i] for i in self.ids], old=pairs)
 
     # -- forward passes
+    def _first_weights(self) -> torch.Tensor:
+        """The first layer's weights in the products' dtype (cast once per update)."""
+        if self.W0c is None:
+            return self.W[0]
+        if not self.W0c_current:
+            self.W0c.copy_(self.W[0])
+            self.W0c_current = True
+        return self.W0c
+
     def _forward_rest(self, Z, masks=None, part=slice(None)):
         """The layers after the first product ``Z`` of the stack ``part``: (pre-activations, activations, output)."""
         pre, acts = [Z], []
@@ -715,11 +778,12 @@ class _Group:
         n = self.data.X[split].shape[0]
         width = max([self.spec.num_outputs, *self.hidden])
         chunk = max(1, (1 << 25) // max(1, n * width))
+        W0 = self._first_weights()
         for (standardize, _), start, end in self.blocks:
             X = self.feats.X(standardize, split, self.cdtype)
             for s in range(start, end, chunk):
                 e = min(end, s + chunk)
-                Z = torch.matmul(X, self.W[0][s:e].to(self.cdtype)).float() + self.b[0][s:e].unsqueeze(1)
+                Z = torch.matmul(X, W0[s:e]).float() + self.b[0][s:e].unsqueeze(1)
                 out.append(self._forward_rest(Z, part=slice(s, e))[2])
         return torch.cat(out)
 
@@ -737,7 +801,7 @@ class _Group:
                 x = x * ((in_noise >= p).to(x.dtype) * (1.0 / (1.0 - p)))
             inputs.append(x.to(self.cdtype))
         C = len(self.ids)
-        W0 = self.W[0].to(self.cdtype)  # the weights themselves when float32
+        W0 = self._first_weights()
         Z0 = torch.empty((C, B, W0.shape[2]), device=self.device, dtype=self.cdtype)
         for x, (_, start, end) in zip(inputs, self.blocks):
             torch.matmul(x, W0[start:end], out=Z0[start:end])
@@ -768,6 +832,7 @@ class _Group:
             self.gW[0].copy_(gW0)
         torch.sum(dZ, 1, out=self.gb[0])
         self.opt.step()
+        self.W0c_current = False
 
     # -- the loop
     def state_dict(self, pos: int, best: bool) -> dict:
@@ -811,7 +876,7 @@ class _Group:
                 for pos in due:
                     i = self.ids[pos]
                     score = _score_of(cfgs[i], {k_: v[pos] for k_, v in metrics.items()},
-                                      f"{where} {cfgs[i].uid()} step {step}")  # fmt: skip
+                                      f"{where} {self.uids[i]} step {step}")  # fmt: skip
                     self.curve[i].append([step, score])
                     if score > self.best[i]:
                         self.best[i], self.boredom[i], self.best_step[i] = score, 0, step

@@ -139,6 +139,7 @@ def bench_size(size: str, steps: int, serial_sample: int, device: str, full: boo
         vec_total[precision] = sum(vec_group[precision, g[0]] for g in groups)
 
     serial_total, per_step = 0.0, {}
+    train_probe(capped(cfgs[:1], 8, n_train)[0], data, device=device)  # warm up (first-call costs are not per config)
     heads = "".join(f" {'vec ' + p:>10} {'ratio':>6}" for p in precisions)
     print(f"{'stack':>14} {'configs':>7} {'serial s/config':>16} {'serial (est.)':>14}{heads}")
     for group in plan_groups(cfgs):

@@ -89,10 +89,20 @@ def accuracy(y: torch.Tensor, logits: torch.Tensor) -> np.ndarray:
 
 # ---------------------------------------------------------------- multilabel
 def _ranked(scores: torch.Tensor):
-    """For scores ``(..., N)``: ascending sort order, and for each score the counts below/at it."""
+    """For scores ``(..., N)``: the ascending sort order and, at each sorted position, how many scores
+    are below its value and how many are at or below it (the bounds of its group of ties).
+
+    Linear in N after the sort (running max/min over the starts/ends of tie groups).
+    """
     ordered, order = torch.sort(scores, dim=-1)
-    below = torch.searchsorted(ordered, scores, right=False)
-    upto = torch.searchsorted(ordered, scores, right=True)
+    n = ordered.shape[-1]
+    idx = torch.arange(n, device=scores.device).expand(ordered.shape)
+    new = torch.ones_like(ordered, dtype=torch.bool)
+    new[..., 1:] = ordered[..., 1:] != ordered[..., :-1]  # a tie group starts here
+    below = torch.where(new, idx, 0).cummax(-1).values
+    last = torch.ones_like(new)
+    last[..., :-1] = new[..., 1:]  # a tie group ends here
+    upto = torch.where(last, idx + 1, n).flip(-1).cummin(-1).values.flip(-1)
     return order, below, upto
 
 
@@ -119,11 +129,12 @@ def _per_label(Y, scores, fn):
 
 
 def _auc(Yt, s):
-    _, below, upto = _ranked(s)
+    order, below, upto = _ranked(s)
+    y_sorted = Yt.expand(s.shape).gather(-1, order)
     ranks = (below + upto + 1).to(torch.float64) / 2  # average 1-based ranks of tied scores
     pos = Yt.sum(-1)
     neg = Yt.shape[-1] - pos
-    return ((ranks * Yt).sum(-1) - pos * (pos + 1) / 2) / (pos * neg)
+    return ((ranks * y_sorted).sum(-1) - pos * (pos + 1) / 2) / (pos * neg)
 
 
 def _ap(Yt, s):
@@ -134,7 +145,7 @@ def _ap(Yt, s):
     pos = Yt.sum(-1, keepdim=True)
     tp_at_or_above = pos - cum.gather(-1, below)
     precision = tp_at_or_above / (n - below).to(torch.float64)
-    return (precision * Yt).sum(-1) / pos.squeeze(-1)
+    return (precision * y_sorted).sum(-1) / pos.squeeze(-1)
 
 
 def roc_auc_per_label(Y, scores, labels=None) -> torch.Tensor:

@@ -20,29 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
-
-
-@dataclass
-class ExtractSummary:
-    """The merged result of a sharded extraction."""
-
-    done: int = 0
-    skipped: int = 0
-    busy: int = 0
-    failed: list = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def add(self, report) -> None:
-        self.done += report.done
-        self.skipped += report.skipped
-        self.busy += report.busy
-        self.failed.extend(report.failed)
 
 
 class LocalExecutor:
@@ -55,14 +33,10 @@ class LocalExecutor:
         return [fn(item) for item in items]
 
     def extract(self, representation, input_dir, output_dir, *, batch_size=256, options=None, progress=True):
-        """Run the folder runner over the whole folder here; returns an :class:`ExtractSummary`."""
+        """Run the folder runner over the whole folder here; returns its :class:`~jukemir.representations.folder.FolderReport`."""
         from .representations.folder import run_folder
 
-        summary = ExtractSummary()
-        start = time.time()
-        summary.add(run_folder(representation, input_dir, output_dir, options=options, progress=progress))
-        summary.seconds = time.time() - start
-        return summary
+        return run_folder(representation, input_dir, output_dir, options=options, progress=progress)
 
 
 class RayExecutor:
@@ -104,7 +78,7 @@ class RayExecutor:
 
     def extract(self, representation, input_dir, output_dir, *, batch_size=256, options=None, progress=True,
                 num_workers: int | None = None):
-        """Shard the folder's ``batch_size`` chunks across Ray actors; returns an :class:`ExtractSummary`.
+        """Shard the folder's ``batch_size`` chunks across Ray actors; returns the merged ``FolderReport``.
 
         Each actor builds the representation once; chunks are handed out as
         actors become free. A chunk whose actor died is rerun on a restarted
@@ -112,9 +86,11 @@ class RayExecutor:
         """
         from ray.util import ActorPool
 
-        from .representations.folder import list_inputs
+        from .representations import Representation
+        from .representations.folder import FolderReport, list_inputs
 
-        summary = ExtractSummary()
+        name = representation.name if isinstance(representation, Representation) else str(representation)
+        summary = FolderReport(name, str(output_dir))
         n_batches = -(-len(list_inputs(input_dir)) // batch_size)
         if n_batches == 0:
             return summary
@@ -136,17 +112,13 @@ class RayExecutor:
 
             bar = tqdm(total=n_batches, desc=f"extract {representation} (ray)", unit="batch")
         for report in pool.map_unordered(lambda a, i: a.run.remote(i, batch_size), range(n_batches)):
-            summary.add(report)
+            summary.merge(report)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
         summary.seconds = time.time() - start
-        print(
-            f"extract {representation} (ray, {num_workers} workers): {summary.done} done, {summary.skipped} skipped, "
-            f"{len(summary.failed)} failed in {summary.seconds:.1f} s -> {output_dir}",
-            file=sys.stderr,
-        )
+        print(f"{summary.summary()} (ray, {num_workers} workers)", file=sys.stderr)
         return summary
 
 

@@ -55,6 +55,7 @@ def test_ray_worker_crash_is_retried(ray_executor, folder, tmp_path):
     summary = ray_executor.extract(rep, folder, tmp_path / "out", batch_size=4, num_workers=2, progress=False)
     assert marker.exists(), "the worker did not crash: the test proves nothing"
     assert summary.ok and summary.done + summary.skipped == 12
+    assert summary.representation == rep.name and summary.output_dir == str(tmp_path / "out")
     out = _outputs(tmp_path / "out")
     reference = LocalExecutor().extract(Energy(), folder, tmp_path / "ref", progress=False)
     assert reference.ok

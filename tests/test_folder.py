@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jukemir.representations import Representation
-from jukemir.representations.folder import STATE_DIR, run_folder, select_batch
+from jukemir.representations.folder import STATE_DIR, FolderReport, run_folder, select_batch
 from tests.conftest import write_tone
 
 
@@ -180,3 +180,12 @@ def test_held_lock_is_waited_for_and_dead_lock_file_ignored(tone_folder, tmp_pat
     assert report.done == 5 and report.busy == 0 and report.ok  # t0 taken over once its lock was free
     assert (out / "t0.npy").stat().st_mtime >= released[0] - 0.05
     assert not list(locks.iterdir())
+
+
+def test_reports_of_shards_merge():
+    total = FolderReport("chroma", "out")
+    total.merge(FolderReport("chroma", "out", done=2, skipped=1, stale=1, failed=[("a.wav", "bad")]))
+    total.merge(FolderReport("chroma", "out", done=3, busy=1, foreign=2, nonfinite=1))
+    assert (total.done, total.skipped, total.busy, total.stale, total.foreign, total.nonfinite) == (5, 1, 1, 1, 2, 1)
+    assert total.failed == [("a.wav", "bad")] and not total.ok
+    assert "5 done, 1 skipped, 1 failed, 1 done by another worker, 1 stale recomputed" in total.summary()

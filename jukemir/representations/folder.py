@@ -77,9 +77,17 @@ class FolderReport:
     failed: list = field(default_factory=list)
     seconds: float = 0.0
 
+    COUNTS = ("done", "skipped", "busy", "stale", "foreign", "nonfinite")
+
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def merge(self, other: "FolderReport") -> None:
+        """Add the counts and failures of another run over the same output (e.g. one batch of a sharded run)."""
+        for name in self.COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failed.extend(other.failed)
 
     def summary(self) -> str:
         extra = f", {self.busy} done by another worker" if self.busy else ""

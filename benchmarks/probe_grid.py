@@ -37,7 +37,7 @@ import torch
 from jukemir.datasets import get_dataset
 from jukemir.probe.config import ProbeConfig
 from jukemir.probe.grid import paper_grid_cfgs
-from jukemir.probe.train import ProbeData, group_key, plan_groups, train_probe, train_probes
+from jukemir.probe.train import ProbeData, _make_adam, group_key, plan_groups, train_probe, train_probes
 
 SIZES = {
     "gtzan": ("gtzan_ff", (443, 197, 290)),
@@ -85,15 +85,12 @@ def stack_name(cfg) -> str:
 
 
 def adam_seconds(cfg, data: ProbeData, device: str, repeats: int = 20) -> float:
-    """Seconds of one fused Adam update of one config's parameters (all of its weights in the caches)."""
+    """Seconds of one update of the vectorised trainer's Adam over one config's parameters (cache-hot)."""
     sizes = [data.num_features, *cfg["hidden_layer_sizes"], data.spec.num_outputs]
     params = [torch.zeros(a * b + b, device=device) for a, b in zip(sizes, sizes[1:])]
     for p in params:
         p.grad = torch.randn_like(p)
-    try:
-        opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4, fused=True)
-    except (RuntimeError, ValueError):
-        opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+    opt = _make_adam([params], [cfg])
     opt.step()
     t0 = time.perf_counter()
     for _ in range(repeats):

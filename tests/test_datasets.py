@@ -6,13 +6,10 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import re
 import tarfile
-import threading
-import urllib.parse
 import zipfile
 from itertools import count
 from pathlib import Path
@@ -27,66 +24,12 @@ from jukemir.cli import main
 from jukemir.datasets import emomusic, get_dataset, giantsteps, gtzan, load_meta, magnatagatune
 from jukemir.datasets.process import compare_metadata, split_counts
 from jukemir.io import read_json, write_json
+from tests.loopback import FileServer
 
 SHARED_META = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "jukemir" / "metadata"
 
 
 # ---------------------------------------------------------------- loopback HTTP server
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
-        srv = self.server
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        srv.requests.append((path, self.headers.get("Range")))
-        data = srv.files.get(path)
-        if data is None:
-            self.send_error(404, "Not Found")
-            return
-        start, status = 0, 200
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if match:
-            start, status = int(match[1]), 206
-            if start >= len(data):
-                self.send_error(416, "Range Not Satisfiable")
-                return
-        body = data[start:]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        cut = srv.cuts.pop(path, None)
-        self.wfile.write(body if cut is None else body[:cut])  # a cut response just stops
-
-    def log_message(self, *args):
-        pass
-
-
-class FileServer:
-    """Serves ``files`` (URL path -> bytes) on 127.0.0.1 with Range support; ``cut(path, n)`` truncates the next response."""
-
-    def __init__(self):
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.files, self.httpd.cuts, self.httpd.requests = {}, {}, []
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def add(self, path: str, data: bytes) -> str:
-        self.httpd.files[path] = data
-        return self.base + urllib.parse.quote(path)
-
-    def cut(self, path: str, n: int) -> None:
-        self.httpd.cuts[path] = n
-
-    @property
-    def requests(self) -> list:
-        return self.httpd.requests
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
     srv = FileServer()

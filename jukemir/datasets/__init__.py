@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import cache
+from ..errors import NotFoundError, UserError
 from ..io import read_json
 
 TASKS = ("multiclass", "multilabel", "regression")
@@ -64,9 +65,9 @@ class DatasetSpec:
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise ValueError(f"dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
+            raise UserError(f"dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
         if self.labels is not None and len(self.labels) != self.num_outputs:
-            raise ValueError(f"dataset {self.name!r}: {len(self.labels)} labels but num_outputs={self.num_outputs}")
+            raise UserError(f"dataset {self.name!r}: {len(self.labels)} labels but num_outputs={self.num_outputs}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -97,6 +98,7 @@ def get_dataset(name: str, processed_root: str | Path | None = None) -> DatasetS
     """Return the spec of ``name``: a built-in, or one imported into ``processed/<name>/``."""
     if name in BUILTIN:
         return BUILTIN[name]
+    cache.check_name(name, "dataset")
     root = Path(processed_root) if processed_root else cache.processed_dir(create=False)
     spec_path = root / name / SPEC_FILE
     if spec_path.exists():
@@ -104,13 +106,14 @@ def get_dataset(name: str, processed_root: str | Path | None = None) -> DatasetS
         try:
             return DatasetSpec(**fields)
         except TypeError as exc:  # not an object, or a missing or unknown field
-            raise ValueError(f"{spec_path}: not a dataset spec ({exc})") from None
+            raise UserError(f"{spec_path}: not a dataset spec ({exc})") from None
     known = ", ".join(BUILTIN)
-    raise ValueError(f"unknown dataset {name!r}: not one of {known} and no {spec_path}")
+    raise UserError(f"unknown dataset {name!r}: not one of {known} and no {spec_path}")
 
 
 def meta_path(name: str, processed_root: str | Path | None = None) -> Path:
     """Path of ``processed/<name>/meta.json``."""
+    cache.check_name(name, "dataset")
     root = Path(processed_root) if processed_root else cache.processed_dir(create=False)
     return root / name / "meta.json"
 
@@ -119,15 +122,15 @@ def load_meta(name: str, processed_root: str | Path | None = None) -> dict:
     """Read ``processed/<name>/meta.json`` (uid -> record); a clear error when it is missing."""
     path = meta_path(name, processed_root)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no meta.json for dataset {name!r}; process or generate it first")
+        raise NotFoundError(f"{path}: no meta.json for dataset {name!r}; process or generate it first")
     meta = read_json(path)
     if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping uid -> record")
+        raise UserError(f"{path}: expected a JSON object mapping uid -> record")
     for uid, rec in meta.items():
         if not isinstance(rec, dict) or "y" not in rec:
-            raise ValueError(f"{path}: record {uid!r} has no 'y'")
+            raise UserError(f"{path}: record {uid!r} has no 'y'")
         if rec.get("split") not in (*SPLITS, None):
-            raise ValueError(f"{path}: record {uid!r} has split {rec.get('split')!r}")
+            raise UserError(f"{path}: record {uid!r} has split {rec.get('split')!r}")
     return meta
 
 

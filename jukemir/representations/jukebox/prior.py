@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import UserError
 from .hps import ATTENTION_ORDERS, PriorHps
 from .transformer import Transformer
 
@@ -134,7 +135,7 @@ class TopPrior(nn.Module):
     def __init__(self, hps: PriorHps, l_bins: int, hop_length: int, depth: int):
         super().__init__()
         if not 1 <= depth <= hps.prior_depth:
-            raise ValueError(f"depth {depth} outside 1..{hps.prior_depth} (prior_depth)")
+            raise UserError(f"depth {depth} outside 1..{hps.prior_depth} (prior_depth)")
         self.hps, self.hop_length, self.depth = hps, hop_length, depth
         self.y_emb = LabelConditioner(hps)
         self.prior = ConditionalAutoregressive(hps, l_bins, depth)

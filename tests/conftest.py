@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated cache per test, the real files in ../shared, small audio folders."""
+"""Shared fixtures: an isolated cache per test, the real files (weights, an MP3), small audio folders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""choi: the Keras 1 / Theano port, run with the real weights in ../shared/weights/choi."""
+"""choi: the Keras 1 / Theano port, run with the real official weights (docs/fidelity/choi.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""musicnn: the TF 1 checkpoint reader and the PyTorch port, run with the real weights in ../shared."""
+"""musicnn: the TF 1 checkpoint reader and the PyTorch port, on real weights (docs/fidelity/musicnn.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The cache root and the path of every pipeline stage's output.
 
-Layout (the original's, REFERENCE section 2), under ``$JUKEMIR_CACHE_DIR``
+Layout (the original's; docs/architecture.md), under ``$JUKEMIR_CACHE_DIR``
 (default ``~/.jukemir/cache``)::
 
     datasets/<name>/...                                   raw downloaded assets

@@ -1,4 +1,4 @@
-"""choi: the Keras 1 / Theano port, run with the real weights (fetched by the asset resolver)."""
+"""choi: the Keras 1 / Theano port, run with the real official weights, fetched by the asset resolver (docs/fidelity/choi.md)."""
 
 from __future__ import annotations
 

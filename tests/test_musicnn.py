@@ -1,4 +1,4 @@
-"""musicnn: the TF 1 checkpoint reader and the PyTorch port, run with the real checkpoints (fetched by the asset resolver)."""
+"""musicnn: the TF 1 checkpoint reader and the PyTorch port, on real weights fetched by the asset resolver (docs/fidelity/musicnn.md)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Every processed dataset is a folder ``processed/<name>/`` with ``wav/<uid>.wav``
 and one ``meta.json`` mapping uid -> ``{"split": "train"|"valid"|"test"|null,
 "y": label(s) or numbers, "clip": {...}, "extra": {...}}`` (the original's
-schema, REFERENCE 5 and 6). Datasets imported by a user
+schema, docs/datasets.md). Datasets imported by a user
 (:mod:`jukemir.datasets.custom`) also write ``processed/<name>/dataset.json``,
 from which :func:`get_dataset` learns their task and labels.
 """
@@ -22,11 +22,11 @@ SPLITS = ("train", "valid", "test")
 
 GTZAN_GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 
-# Probe order: index = pitch class + 12 * minor (REFERENCE 6.3).
+# Probe order: index = pitch class + 12 * minor (docs/datasets.md).
 KEY_TONICS = ["C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"]
 KEYS = [f"{t} major" for t in KEY_TONICS] + [f"{t} minor" for t in KEY_TONICS]
 
-# REFERENCE 6.2, probe label order.
+# MagnaTagATune's top 50, in probe label order (docs/datasets.md).
 MTT_TOP50 = [
     "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
     "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male",

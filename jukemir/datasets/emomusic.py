@@ -1,4 +1,4 @@
-"""Emomusic static arousal and valence (``emomusic``; REFERENCE 5.3 and 6.4).
+"""Emomusic static arousal and valence (``emomusic``; docs/datasets.md).
 
 Raw assets: ``clips_45sec.tar.gz`` (``clips_45seconds/<song id>.mp3``, 44.1 kHz)
 and ``annotations.tar.gz`` (six comma-separated CSVs). The uid is the 4-digit

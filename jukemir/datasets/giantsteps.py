@@ -1,4 +1,4 @@
-"""GiantSteps key, 30 s clips (``giantsteps_clips``; REFERENCE 5.4 and 6.3).
+"""GiantSteps key, 30 s clips (``giantsteps_clips``; docs/datasets.md).
 
 Raw assets: the GitHub archives of giantsteps-mtg-key-dataset (the train/valid
 pool: ``annotations/{beatport_metadata,annotations}.txt``, per-track

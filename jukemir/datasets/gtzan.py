@@ -1,4 +1,4 @@
-"""GTZAN genre, fault-filtered split (``gtzan_ff``; REFERENCE 5.1 and 6.1).
+"""GTZAN genre, fault-filtered split (``gtzan_ff``; docs/datasets.md).
 
 Raw assets: ``GTZAN`` (``genres.tar.gz``: ``genres/<genre>/<genre>.000NN.wav``,
 1000 files at 22,050 Hz) and the Kereliuk et al. (2015) fault-filtered lists

@@ -1,4 +1,4 @@
-"""MagnaTagATune top-50 tags (``magnatagatune``; REFERENCE 5.2 and 6.2).
+"""MagnaTagATune top-50 tags (``magnatagatune``; docs/datasets.md).
 
 Raw assets: ``mp3.zip.001..003`` (one zip cut in three; joined byte-wise, then
 unpacked to ``<hex folder>/<name>.mp3``, 16 kHz), ``clip_info_final.csv`` and

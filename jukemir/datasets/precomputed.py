@@ -1,4 +1,4 @@
-"""The paper's precomputed features (REFERENCE 3.4): 24 tarballs, one per dataset and representation.
+"""The paper's precomputed features (docs/datasets.md): 24 tarballs, one per dataset and representation.
 
 :func:`download_precomputed` fetches and verifies the tarballs (assets
 ``PRECOMPUTED-<DATASET>-<REPRESENTATION>``) and unpacks their ``.npy`` files into

@@ -1,6 +1,6 @@
 """Turn downloaded assets into ``processed/<dataset>/{wav/<uid>.wav, meta.json}``.
 
-What the original's ``cache_dataset`` did with ffmpeg (REFERENCE 5.7), done with
+What the original's ``cache_dataset`` did with ffmpeg (docs/datasets.md), done with
 THE audio loader:
 
 * every item with audio is decoded with :func:`jukemir.audio.load_audio` at its

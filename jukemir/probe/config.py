@@ -1,4 +1,4 @@
-"""``ProbeConfig``: the original's 15 probe hyper-parameters and their uid (REFERENCE 8.2).
+"""``ProbeConfig``: the original's 15 probe hyper-parameters and their uid (docs/probes.md).
 
 A config is a ``dict`` (so ``json.dumps(cfg)`` is the config file) holding
 every field, defaults filled in, in the original's order. Its :meth:`uid` is

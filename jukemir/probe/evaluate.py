@@ -1,6 +1,6 @@
 """Pick each dataset x representation's best probe on validation and report its test metrics.
 
-As the original's ``aggregate`` (REFERENCE 8.10), except that ties in the
+As the original's ``aggregate`` (docs/probes.md), except that ties in the
 validation metric go to the smallest config uid (the original took whichever
 run the filesystem listed first) and the data folders given are honoured.
 """

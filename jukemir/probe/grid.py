@@ -1,4 +1,4 @@
-"""Hyper-parameter grids of probe configs (REFERENCE 8.9).
+"""Hyper-parameter grids of probe configs (docs/probes.md).
 
 A grid maps config fields to lists of values; :func:`grid_cfgs` returns the
 Cartesian product in the grid's insertion order (the last field varies

@@ -1,4 +1,4 @@
-"""Probe metrics per task (REFERENCE 8.7), for one probe or many at once.
+"""Probe metrics per task (docs/probes.md), for one probe or many at once.
 
 Every function takes model outputs with optional leading axes, e.g. logits of
 shape ``(N, K)`` for one probe or ``(C, N, K)`` for ``C`` probes evaluated on

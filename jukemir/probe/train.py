@@ -1,11 +1,11 @@
 """Training probes: data loading, the original's training loop, and a vectorised grid trainer.
 
-Data (REFERENCE 8.4): ``processed/<dataset>/meta.json`` names the items and
+Data (docs/probes.md): ``processed/<dataset>/meta.json`` names the items and
 their splits; ``representations/<dataset>/<representation>/<uid>.npy`` holds
 one 1-D feature vector per item. Each split is ordered as the original did:
 sorted uids, then ``random.seed(seed); random.shuffle(uids)``.
 
-Training (REFERENCE 8.6), for every config: seed Python's ``random`` and
+Training (docs/probes.md), for every config: seed Python's ``random`` and
 torch, build :class:`~jukemir.probe.model.SimpleMLP`, Adam with coupled L2,
 z-score features with training statistics, then loop: stop if past
 ``max_num_epochs`` (keeping the current weights); every
@@ -483,7 +483,7 @@ def _loss(task: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_probe(cfg, data: ProbeData, device=None) -> Probe:
-    """Train one probe exactly as the original's ``ProbeExperiment.train`` (REFERENCE 8.6).
+    """Train one probe exactly as the original's ``ProbeExperiment.train`` (docs/probes.md).
 
     Seeds Python's ``random`` stream and torch's global RNG with the config's
     seed, so on the original's device type the run matches it step for step.
@@ -593,7 +593,7 @@ class _Features:
         return self._X[key]
 
 
-# torch.optim.Adam's defaults, as the original used them (REFERENCE 8.6), in the fused kernel's terms
+# torch.optim.Adam's defaults, as the original used them (docs/probes.md), in the fused kernel's terms
 _ADAM = dict(beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=False, maximize=False)
 
 

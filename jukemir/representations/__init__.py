@@ -24,7 +24,7 @@ REGISTRY: dict[str, str] = {
     "jukebox": "jukemir.representations.jukebox:Jukebox",
 }
 
-# The paper's output sizes (REFERENCE 7.0), for checks that need no model.
+# The paper's output sizes (docs/fidelity/README.md), for checks that need no model.
 DIMS = {"chroma": 72, "mfcc": 120, "choi": 160, "musicnn": 4194, "clmr": 512, "jukebox": 4800}
 
 

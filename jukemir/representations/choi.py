@@ -1,4 +1,4 @@
-"""choi: the 160-d transfer features of Choi et al. 2017, ported from Keras 1 / Theano (REFERENCE 7.3).
+"""choi: 160-d transfer features of Choi et al. 2017, ported from Keras 1 / Theano (docs/fidelity/choi.md).
 
 Per clip (mono, 12 kHz, resampled with ``scipy.signal.resample`` as librosa 0.4
 did, first 29 s):

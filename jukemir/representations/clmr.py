@@ -1,4 +1,4 @@
-"""clmr: 512-d features of the CLMR SampleCNN encoder (REFERENCE 7.4).
+"""clmr: 512-d features of the CLMR SampleCNN encoder (docs/fidelity/clmr.md).
 
 Per clip (mono, 22,050 Hz, resampy ``kaiser_best``, no normalisation):
 

@@ -1,6 +1,6 @@
 """THE folder runner: embed every file of an input folder into ``<stem>.npy`` files.
 
-This is the contract every container runs (REFERENCE 7.0)::
+This is the contract every container runs (docs/architecture.md)::
 
     jukemir extract REPRESENTATION INPUT_DIR OUTPUT_DIR [--batch_size N --batch_idx I]
 

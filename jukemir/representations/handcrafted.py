@@ -1,4 +1,4 @@
-"""Hand-crafted baselines: chroma (72-d) and MFCC (120-d), as the original (REFERENCE 7.1).
+"""Hand-crafted baselines: chroma (72-d) and MFCC (120-d), as the original (docs/fidelity/chroma.md, mfcc.md).
 
 Audio: 22,050 Hz mono (resampy ``kaiser_best``), peak-normalised. Frames:
 ``librosa.feature.chroma_cqt`` / ``librosa.feature.mfcc`` with hop 512 and

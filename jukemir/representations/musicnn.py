@@ -1,4 +1,4 @@
-"""musicnn: mean- and max-pooled mid-end features of Pons & Serra's musicnn (REFERENCE 7.2).
+"""musicnn: mean- and max-pooled mid-end features of Pons & Serra's musicnn (docs/fidelity/musicnn.md).
 
 Per clip (mono, 16 kHz, resampy ``kaiser_best``, no normalisation), as
 ``musicnn.extractor(file, model, extract_features=True)`` at commit 516acb2:
@@ -46,7 +46,7 @@ The original ran one patch at a time (batch size 1); BatchNorm in inference
 mode makes the result independent of batching, so here the patches of all the
 clips of a :meth:`Musicnn.batch` call go through the network together.
 
-REFERENCE 13.1 item 10 says the log is computed in float16 and overflows above
+Read naively, the original computes the log in float16, which overflows above
 a mel power of ~6.55; that holds under NumPy >= 2 (NEP 50), not under the
 NumPy 1.x the original ran with. The original's published tags for musicnn's
 example clip (``joram-moments_of_clarity-08-solipsism-59-88.mp3``, where a third

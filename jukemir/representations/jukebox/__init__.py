@@ -1,4 +1,4 @@
-"""Jukebox: 4,800-d features from the middle of the 5B Jukebox top prior (REFERENCE 7.5).
+"""Jukebox: 4,800-d features from the middle of the 5B Jukebox top prior (docs/fidelity/jukebox.md).
 
 Per clip:
 

@@ -48,7 +48,7 @@ def fetch_assets(assets, root: Path) -> list[Path]:
     except DownloadError as exc:
         pytest.fail(
             f"this test needs real files that could not be obtained: {exc}. Set JUKEMIR_MIRROR to a jukemir "
-            "asset mirror folder or URL (CI uses ../shared), or run the tests with network access to GitHub.",
+            "asset mirror folder or URL (CI sets it to the mirror beside its checkout), or run the tests with network access to GitHub.",
             pytrace=False,
         )
 

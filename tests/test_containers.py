@@ -362,6 +362,7 @@ def test_scripts_loop_over_the_chosen_datasets_and_representations(bin_dir, tmp_
     assert len(ray) == 4
 
 
+@pytest.mark.slow
 def test_reproduce_end_to_end_locally_on_the_synthetic_dataset(bin_dir, isolated_cache, monkeypatch):
     """3_extract.py --local -> 4_grid_config.sh -> 5_grid_train_serial.sh -> 6_evaluate.sh, natively."""
     from jukemir.datasets import synthetic

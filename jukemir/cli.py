@@ -246,7 +246,8 @@ def _add_import(sub):
     p.add_argument("name", help="dataset name (letters, digits, _ . -)")
     p.add_argument("--audio", required=True, help="folder of audio files")
     p.add_argument("--labels", required=True, help="labels CSV")
-    p.add_argument("--task", required=True, choices=["multiclass", "multilabel", "regression"])
+    p.add_argument("--task", required=True, choices=["multiclass", "multilabel", "regression"],
+                   help="one class per item, a set of tags per item, or numbers per item")
     p.add_argument("--label-column", default="label", help="label column; comma-separated for several regression targets")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--split-column", default=None, help="CSV column holding train/valid/test")

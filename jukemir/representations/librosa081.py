@@ -126,21 +126,20 @@ def halve_rate(y: np.ndarray) -> np.ndarray:
     return out
 
 
-def stft(y: np.ndarray, n_fft: int, hop_length: int, window: np.ndarray) -> np.ndarray:
-    """Centred, reflect-padded STFT as librosa 0.8.1 computed it: complex64 ``(n_fft // 2 + 1, frames)``.
+def stft_blocks(y: np.ndarray, n_fft: int, hop_length: int, window: np.ndarray):
+    """Centred, reflect-padded STFT as librosa 0.8.1 computed it, a block of frames at a time.
 
     ``y``: float32 ``(n,)``; ``window``: float64 ``(n_fft,)``. Frames start every
     ``hop_length`` samples of ``y`` padded by ``n_fft // 2`` reflected samples on
     each side (``1 + n // hop_length`` frames); each windowed frame is
-    transformed in double precision and stored in single.
+    transformed in double precision and stored in single. Yields complex64
+    ``(n_fft // 2 + 1, frames in the block)``, about ``BLOCK_BYTES`` each.
     """
     padded = np.pad(y, n_fft // 2, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
-    out = np.empty((n_fft // 2 + 1, len(frames)), dtype=np.complex64, order="F")
-    block = max(1, BLOCK_BYTES // (out.shape[0] * out.itemsize))
+    block = max(1, BLOCK_BYTES // ((n_fft // 2 + 1) * np.dtype(np.complex64).itemsize))
     for start in range(0, len(frames), block):
-        out[:, start : start + block] = np.fft.rfft(window * frames[start : start + block], axis=1).T
-    return out
+        yield np.fft.rfft(window * frames[start : start + block], axis=1).T.astype(np.complex64)
 
 
 def _peaks(y: np.ndarray, sr: float, n_fft: int = 2048, fmin: float = 150.0, fmax: float = 4000.0,
@@ -151,27 +150,28 @@ def _peaks(y: np.ndarray, sr: float, n_fft: int = 2048, fmin: float = 150.0, fma
     reflect padding) along frequency, in [fmin, fmax) Hz and above
     ``threshold`` times their frame's maximum; frequency and magnitude refined by
     parabolic interpolation (float32, in librosa 0.8.1's order of operations).
-    Only the rows of the band and their neighbours are computed.
+    Frame by frame (a block at a time), in the band's rows and their neighbours.
     """
-    window = scipy.signal.get_window("hann", n_fft, fftbins=True)
-    S = np.abs(stft(y, n_fft, n_fft // 4, window))
-    floor = threshold * np.max(S, axis=0)
     fft_freqs = np.linspace(0, float(sr) / 2, 1 + n_fft // 2, endpoint=True)
     band = np.flatnonzero((fmin <= fft_freqs) & (fft_freqs < min(fmax, float(sr) / 2)))
-    if len(band) == 0 or band[0] == 0 or band[-1] == len(S) - 1:
+    if len(band) == 0 or band[0] == 0 or band[-1] == len(fft_freqs) - 1:
         raise ValueError(f"peak band {fmin}-{fmax} Hz must lie strictly inside 0-{sr / 2} Hz")
     lo, hi = band[0], band[-1] + 1  # rows lo..hi-1, each with both neighbours
-    below, mid, above = S[lo - 1 : hi - 1], S[lo:hi], S[lo + 1 : hi + 1]
-    avg = 0.5 * (above - below)
-    shift = 2 * mid - above - below
-    shift = avg / (shift + (np.abs(shift) < np.finfo(S.dtype).tiny))
-    dskew = 0.5 * avg * shift
-    # Local maxima along frequency of S where it exceeds the floor (0 elsewhere).
-    kept = S[lo - 1 : hi + 1] * (S[lo - 1 : hi + 1] > floor)
-    rows, cols = np.nonzero((kept[1:-1] > kept[:-2]) & (kept[1:-1] >= kept[2:]))
-    freqs = ((rows + lo + shift[rows, cols]) * float(sr) / n_fft).astype(np.float32)
-    mags = mid[rows, cols] + dskew[rows, cols]
-    return freqs, mags
+    window = scipy.signal.get_window("hann", n_fft, fftbins=True)
+    freqs, mags = [], []
+    for block in stft_blocks(y, n_fft, n_fft // 4, window):
+        S = np.abs(block)
+        below, mid, above = S[lo - 1 : hi - 1], S[lo:hi], S[lo + 1 : hi + 1]
+        avg = 0.5 * (above - below)
+        shift = 2 * mid - above - below
+        shift = avg / (shift + (np.abs(shift) < np.finfo(S.dtype).tiny))
+        dskew = 0.5 * avg * shift
+        # Local maxima along frequency of S where it exceeds the floor (0 elsewhere).
+        kept = S[lo - 1 : hi + 1] * (S[lo - 1 : hi + 1] > threshold * np.max(S, axis=0))
+        rows, cols = np.nonzero((kept[1:-1] > kept[:-2]) & (kept[1:-1] >= kept[2:]))
+        freqs.append(((rows + lo + shift[rows, cols]) * float(sr) / n_fft).astype(np.float32))
+        mags.append(mid[rows, cols] + dskew[rows, cols])
+    return np.concatenate(freqs), np.concatenate(mags)
 
 
 def estimate_tuning(y: np.ndarray, sr: float, bins_per_octave: int = BINS_PER_OCTAVE) -> float:
@@ -285,7 +285,9 @@ def cqt(y: np.ndarray, sr: float, hop_length: int, fmin: float, n_bins: int = N_
     for i, (bank, n_fft) in enumerate(_octave_banks(sr, fmin_top, n_octaves, bins_per_octave)):
         if i > 0:
             y = halve_rate(y)
-        responses.append(bank @ stft(y, n_fft, hop_length // 2**i, np.ones(n_fft)))
+        # Block by block: each output column depends only on its frame (so no full STFT in memory).
+        blocks = stft_blocks(y, n_fft, hop_length // 2**i, np.ones(n_fft))
+        responses.append(np.concatenate([bank @ block for block in blocks], axis=1))
     n_frames = min(r.shape[1] for r in responses)
     out = np.empty((n_bins, n_frames), dtype=np.complex64, order="F")
     top = n_bins
@@ -345,7 +347,8 @@ def mfcc(y: np.ndarray, sr: float = 22050, hop_length: int = 512, n_mfcc: int = 
 
     n_fft = 2048
     window = scipy.signal.get_window("hann", n_fft, fftbins=True)
-    power = np.abs(stft(np.ascontiguousarray(y, dtype=np.float32), n_fft, hop_length, window)) ** 2
-    mel = _mel_basis(float(sr), n_fft, 128).dot(power)
+    basis = _mel_basis(float(sr), n_fft, 128)
+    blocks = stft_blocks(np.ascontiguousarray(y, dtype=np.float32), n_fft, hop_length, window)
+    mel = np.concatenate([basis.dot(np.abs(block) ** 2) for block in blocks], axis=1)
     db = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80.0)
     return scipy.fft.dct(db, type=2, axis=0, norm="ortho")[:n_mfcc]

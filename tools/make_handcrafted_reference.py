@@ -1,7 +1,7 @@
 """Regenerate ``tests/data/handcrafted_librosa081.npz``: the original's chroma and mfcc, from librosa 0.8.1 itself.
 
-The original computed its hand-crafted features with librosa 0.8.1 (REFERENCE
-7.1); jukemir re-implements that computation
+The original computed its hand-crafted features with librosa 0.8.1
+(docs/fidelity/chroma.md, mfcc.md); jukemir re-implements that computation
 (``jukemir/representations/librosa081.py``) so that it needs no old librosa.
 This script computes the reference with the real librosa 0.8.1, in a second
 Python environment, on inputs the tests can rebuild:

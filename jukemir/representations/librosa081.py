@@ -1,11 +1,11 @@
-"""librosa 0.8.1's ``chroma_cqt``, the original's chroma, written anew on numpy, scipy and resampy.
+"""librosa 0.8.1's ``chroma_cqt`` and ``mfcc``, the original's, written anew on numpy, scipy and resampy.
 
 The original computed ``librosa.feature.chroma_cqt(y, sr=22050, hop_length=512)``
-with librosa 0.8.1, numpy 1.x and resampy 0.2 (REFERENCE 7.1). librosa >= 0.10
-computes another constant-Q transform (wavelet filters, soxr resampling, zero
-padding, another tuning estimator) and resampy >= 0.3 ships other filters, so
-today's ``chroma_cqt`` drifts from the original's by up to about 0.2 in the 72
-statistics. This module follows the path librosa 0.8.1 took for that call, step
+with librosa 0.8.1, numpy 1.x and resampy 0.2 (docs/fidelity/chroma.md).
+librosa >= 0.10 computes another constant-Q transform (wavelet filters, soxr
+resampling, zero padding, another tuning estimator) and resampy >= 0.3 ships
+other filters, so today's ``chroma_cqt`` drifts from the original's by up to
+about 0.2 in the 72 statistics (:func:`mfcc`, simpler, is at the end). This module follows the path librosa 0.8.1 took for that call, step
 by step and in the same floating-point types:
 
 1. **Tuning** (:func:`estimate_tuning`): peaks of a Hann STFT (n_fft 2048, hop

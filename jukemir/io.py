@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -57,11 +57,16 @@ def no_space_error(exc: OSError, path: str | os.PathLike) -> OSError:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = True) -> Iterator[Any]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", overwrite: bool = True, before_rename: Callable | None = None
+) -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success rename it to ``path``.
 
     ``overwrite=False`` refuses to replace an existing file (``FileExistsError``),
     using a hard link so that two concurrent writers cannot both win.
+    ``before_rename(tmp_path)`` runs once the bytes are on disk and before the
+    rename: the place to commit what describes the file (its provenance), so
+    that a file under the real name is never without it.
     When space runs out (ENOSPC, EDQUOT, EFBIG) a :class:`DiskFullError` naming
     ``path`` is raised and nothing is left behind.
     """
@@ -77,6 +82,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if before_rename is not None:
+            before_rename(Path(tmp))
         if overwrite:
             os.replace(tmp, path)
         else:

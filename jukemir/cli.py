@@ -79,6 +79,7 @@ def _add_extract(sub):
     g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 (default) = the original's rounding, which can give inf; float32 = fixed")
     g.add_argument("--choi-batch-stats", choices=["on", "off"], default=None, help="choi: on (default) = the original's batch-dependent features; off = per-file")
     g.add_argument("--clmr-frame", type=int, default=None, help="clmr: 59409 (default) = the paper's framing, 59049 = corrected")
+    g.add_argument("--handcrafted-librosa", choices=["0.8.1", "installed"], default=None, help="chroma, mfcc: 0.8.1 (default) = the original's librosa 0.8.1 computation (re-implemented); installed = the installed librosa's own defaults")
     p.set_defaults(func=_cmd_extract)
 
 
@@ -93,7 +94,7 @@ def _executor(args):
     return get_executor(args.executor, address=args.address) if args.executor != "local" else None
 
 
-REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame")
+REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame", "handcrafted_librosa")
 
 
 CONTAINER_INPUT, CONTAINER_OUTPUT = "/input", "/output"

@@ -90,20 +90,7 @@ def load_audio(
     """
     import soundfile as sf
 
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(path, f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "no such file")
-    if path.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
-    if not path.is_file():  # opening a FIFO would block
-        raise AudioError(path, "not a regular file (a FIFO, socket or device)")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
-    try:
-        with open(path, "rb"):  # libsndfile reports an unreadable file as a "System error"
-            pass
-    except OSError as exc:
-        raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
+    path = _readable_file(path)
     if sample_rate is not None and (not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0):
         raise UserError(f"sample_rate must be a positive int, got {sample_rate!r}")
     try:
@@ -113,7 +100,7 @@ def load_audio(
             if start:
                 f.seek(min(start, f.frames))
             frames = -1 if duration is None else int(round(duration * native_sr))
-            data = _read_frames(f, frames)
+            data = _read_frames(f, frames, downmix=mono)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         raise AudioError(path, f"cannot decode as audio ({_decoder_reason(path, exc)})") from None
     except MemoryError:
@@ -124,9 +111,7 @@ def load_audio(
         raise AudioError(path, "contains no audio samples")
     if not np.all(np.isfinite(data)):
         raise AudioError(path, "contains NaN or infinite samples")
-    audio = data.T  # (channels, n)
-    if mono:
-        audio = audio.mean(axis=0)
+    audio = data if mono else data.T  # (n,) already mixed down, or (channels, n)
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if sample_rate is not None and sample_rate != native_sr:
         if mono:
@@ -155,11 +140,15 @@ def _decoder_reason(path: Path, exc: Exception) -> str:
     return text
 
 
-def _read_frames(f, frames: int) -> np.ndarray:
+def _read_frames(f, frames: int, downmix: bool = False) -> np.ndarray:
     """Read ``frames`` frames (-1: to the end) of an open SoundFile as float32 ``(n, channels)``.
 
     Block by block, because a corrupt header can claim billions of frames and a
-    single read allocates the claimed length up front.
+    single read allocates the claimed length up front. ``downmix``: average the
+    channels of each block as it is read and return ``(n,)``, so a long
+    multichannel file never sits in memory with all its channels (the same
+    values as averaging afterwards: each sample's channels are summed in the
+    same order).
     """
     block = max(1, (1 << 22) // max(1, f.channels))  # at most 16 MiB per read
     chunks = []
@@ -167,15 +156,39 @@ def _read_frames(f, frames: int) -> np.ndarray:
         chunk = f.read(block if frames < 0 else min(block, frames), dtype="float32", always_2d=True)
         if not len(chunk):
             break
-        chunks.append(chunk)
         frames -= len(chunk) if frames > 0 else 0
-    return np.concatenate(chunks) if chunks else np.zeros((0, f.channels), np.float32)
+        if downmix:
+            chunk = np.ascontiguousarray(chunk.T.mean(axis=0), dtype=np.float32)
+        chunks.append(chunk)
+    if not chunks:
+        return np.zeros(0 if downmix else (0, f.channels), np.float32)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def _readable_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is a non-empty regular file this process can read, else AudioError saying why."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "no such file")
+    if path.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    if not path.is_file():  # opening a FIFO would block
+        raise AudioError(path, "not a regular file (a FIFO, socket or device)")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        with open(path, "rb"):  # libsndfile reports an unreadable file as a "System error"
+            pass
+    except OSError as exc:
+        raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
+    return path
 
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int, float]:
     """Return ``(sample_rate, channels, duration_seconds)`` without decoding, or raise AudioError."""
     import soundfile as sf
 
+    path = _readable_file(path)
     try:
         info = sf.info(str(path))
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types

@@ -79,6 +79,9 @@ def _add_extract(sub):
     g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 (default) = the original's rounding, which can give inf; float32 = fixed")
     g.add_argument("--choi-batch-stats", choices=["on", "off"], default=None, help="choi: on (default) = the original's batch-dependent features; off = per-file")
     g.add_argument("--clmr-frame", type=int, default=None, help="clmr: 59409 (default) = the paper's framing, 59049 = corrected")
+    g.add_argument("--max-seconds", type=float, default=None,
+                   help="chroma, mfcc: refuse files longer than this (default: 1800; they hold the whole clip in "
+                   "memory, about 4.5 GB per hour)")
     g.add_argument("--handcrafted-librosa", choices=["0.8.1", "installed"], default=None, help="chroma, mfcc: 0.8.1 (default) = the original's librosa 0.8.1 computation (re-implemented); installed = the installed librosa's own defaults")
     p.set_defaults(func=_cmd_extract)
 
@@ -94,7 +97,8 @@ def _executor(args):
     return get_executor(args.executor, address=args.address) if args.executor != "local" else None
 
 
-REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame", "handcrafted_librosa")
+REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame", "handcrafted_librosa",
+               "max_seconds")
 
 
 CONTAINER_INPUT, CONTAINER_OUTPUT = "/input", "/output"

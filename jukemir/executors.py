@@ -23,6 +23,7 @@ import time
 from typing import Callable, Sequence
 
 from .errors import UserError
+from .workers import watch_over
 
 
 class LocalExecutor:
@@ -68,6 +69,8 @@ class RayExecutor:
                 kwargs["num_cpus"] = num_cpus
             kwargs.setdefault("include_dashboard", False)
             kwargs.setdefault("log_to_driver", True)
+            if address is None:  # a local Ray of our own: none of its processes may outlive this one
+                watch_over()
             ray.init(**kwargs)
 
     def _gpus_per_worker(self) -> float:

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .errors import JukemirError, UserError
+from .errors import JukemirError, UserError, one_line
+from .workers import signals_held
 
 TMP_MARK = ".jukemir-tmp-"
 
@@ -123,8 +124,39 @@ def save_npy(path: str | os.PathLike, array: np.ndarray, overwrite: bool = True)
 
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """Load a ``.npy`` file written by :func:`save_npy` (no pickles)."""
-    return np.load(path, allow_pickle=False)
+    """Load a ``.npy`` file (no pickles), checking its header against its size before allocating anything.
+
+    Raises :class:`~jukemir.errors.UserError` naming the file when it is not a
+    ``.npy`` file, holds objects, or its header claims more (or fewer) values
+    than the file holds: a corrupt header can never ask for a giant allocation.
+    """
+    return parse_npy(Path(path).read_bytes(), path)
+
+
+def parse_npy(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
+    """The array of ``.npy`` bytes ``data`` (see :func:`load_npy`); ``path`` names it in errors."""
+    from numpy.lib import format as npy
+
+    handle = io.BytesIO(data)
+    try:
+        version = npy.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = npy.read_array_header_2_0(handle)
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as exc:
+        raise UserError(f"{path}: not a .npy file ({one_line(exc)})") from None
+    if dtype.hasobject:
+        raise UserError(f"{path}: holds Python objects, not numbers; refusing to load it")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    expected = count * dtype.itemsize
+    held = len(data) - handle.tell()
+    if held != expected:
+        raise UserError(
+            f"{path}: its header says shape {tuple(shape)} of {dtype} ({expected} bytes) but it holds {held} bytes"
+        )
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=handle.tell())
+    return array.reshape(shape, order="F" if fortran else "C").copy()
 
 
 def json_bytes(obj: Any, gz: bool = False) -> bytes:
@@ -219,43 +251,61 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self, wait: bool = False) -> bool:
-        """Take the lock; ``False`` if another holder has it (``wait=True``: block until it is free)."""
+        """Take the lock; ``False`` if another holder has it (``wait=True``: block until it is free).
+
+        Each attempt runs with Ctrl-C and SIGTERM held back, so an interrupt never
+        leaves a lock taken but not recorded (or a file created and not locked);
+        a wait is a series of attempts, so it can still be interrupted.
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise no_space_error(exc, self.path) from exc
         while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-            except OSError as exc:
-                raise no_space_error(exc, self.path) from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            except OSError as exc:
-                if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
-                    os.close(fd)
-                    raise
-                self._warn_unsupported()
-            try:
-                current = os.stat(self.path).st_ino
-            except FileNotFoundError:
-                current = None
-            if current == os.fstat(fd).st_ino:
-                self._fd = fd
+            with signals_held():
+                got = self._attempt()
+            if got:
                 return True
-            os.close(fd)  # the holder released (and deleted) it meanwhile: lock the new file
+            if got is False and not wait:
+                return False
+            if got is False:
+                time.sleep(0.02)
+
+    def _attempt(self) -> bool | None:
+        """One try: True (held), False (another holder has it), None (it was deleted meanwhile: try again)."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as exc:
+            raise no_space_error(exc, self.path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                os.close(fd)
+                raise
+            self._warn_unsupported()
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            self._fd = fd
+            return True
+        os.close(fd)  # the holder released (and deleted) it meanwhile: lock the new file
+        return None
 
     def release(self) -> None:
         """Delete the lock file and release the lock (a no-op when not held)."""
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
+        with signals_held():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None
 
     def _warn_unsupported(self) -> None:
         if not FileLock._warned:

@@ -502,6 +502,14 @@ def write_report(
 
     Returns the path of ``index.html``.
     """
+    import matplotlib
+
+    # Labels, file and dataset names are user text: never read "$...$" in them as mathematics.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _write_report(out_dir, datasets, representations, rows)
+
+
+def _write_report(out_dir, datasets, representations, rows) -> Path:
     from .datasets import get_dataset
     from .probe.evaluate import evaluate, results_table
     from .probe.train import load_probe_data, load_probe_dir

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 from typing import Callable, Iterable, Iterator
 
 from .errors import JukemirError
@@ -34,13 +36,46 @@ class Terminated(KeyboardInterrupt):
     """The process received SIGTERM (raised in the main thread, like Ctrl-C's KeyboardInterrupt)."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+_held = 0  # depth of signals_held() sections in the main thread
+_pending: type | None = None  # the interrupt that arrived during one
+
+
+def _on_stop_signal(signum, frame):
+    global _pending
+    stop = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    if _held:
+        _pending = stop  # honoured when the section ends
+        return
+    raise stop()
 
 
 def terminate_like_interrupt() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in the main thread (call from the main thread)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    """From now on SIGTERM raises :class:`Terminated` and Ctrl-C ``KeyboardInterrupt`` in the main thread,
+    except inside :func:`signals_held` sections, which they wait for (call from the main thread)."""
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    signal.signal(signal.SIGINT, _on_stop_signal)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """A few steps that an interrupt must not cut in half (take a lock and record it, say).
+
+    With :func:`terminate_like_interrupt`'s handlers (the ``jukemir`` command
+    installs them), Ctrl-C or SIGTERM arriving inside takes effect as soon as
+    the outermost section ends. Sections nest; other threads pass through.
+    """
+    global _held, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if not _held and _pending is not None:
+            stop, _pending = _pending, None
+            raise stop()
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -55,14 +90,10 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
 def _init_worker(parent_pid: int) -> None:
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked while the parent started us
 
 
 def _worker_loop(parent_pid: int, fn: Callable, tasks, results) -> None:
@@ -100,13 +131,10 @@ def imap_in_pool(fn: Callable, items: Iterable, jobs: int, chunksize: int = 1) -
     workers = [context.Process(target=_worker_loop, args=(os.getpid(), fn, tasks, results), daemon=True)
                for _ in range(jobs)]  # fmt: skip
     # An interrupt while a worker is being started would leave it half-started (it then dies with an
-    # EOFError traceback of its own): hold Ctrl-C and SIGTERM until every worker is running.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
+    # EOFError traceback of its own): Ctrl-C and SIGTERM wait until every worker is running.
+    with signals_held():
         for worker in workers:
             worker.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
         sent, done, pending = 0, 0, {}
         while done < len(items):
@@ -138,3 +166,68 @@ def imap_in_pool(fn: Callable, items: Iterable, jobs: int, chunksize: int = 1) -
             worker.join()
         tasks.close()
         results.close()
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """The live descendants of ``pid`` as ``{pid: start time}`` (Linux ``/proc``; ``{}`` elsewhere)."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as handle:
+                    kids = [int(k) for k in handle.read().split()]
+            except OSError:
+                continue
+            for kid in kids:
+                if kid not in found:
+                    found[kid] = _start_time(kid)
+                    todo.append(kid)
+    return {k: v for k, v in found.items() if v}
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]  # field 22: start time since boot
+    except (OSError, IndexError):
+        return ""
+
+
+def watch_over() -> None:
+    """Start a watchdog that kills every descendant of this process as soon as this process is gone.
+
+    For helpers this process starts but cannot make die with it (the processes
+    of a local Ray cluster: a SIGKILL of the driver leaves some running). The
+    watchdog keeps a list of this process's descendants while it lives, then
+    kills them (a pid that now belongs to another process, by its start time,
+    is left alone) and exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import subprocess
+
+    subprocess.Popen(
+        [sys.executable, "-c", "import sys, jukemir.workers as w; w._watchdog(int(sys.argv[1]))", str(os.getpid())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def _watchdog(parent: int) -> None:
+    import time
+
+    me = os.getpid()
+    seen: dict[int, str] = {}
+    parent_start = _start_time(parent)
+    while os.getppid() == parent and _start_time(parent) == parent_start:
+        seen.update((pid, start) for pid, start in descendants(parent).items() if pid != me)
+        time.sleep(0.2)
+    for pid, start in seen.items():
+        if _start_time(pid) == start:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -111,6 +111,17 @@ def get_dataset(name: str, processed_root: str | Path | None = None) -> DatasetS
     raise UserError(f"unknown dataset {name!r}: not one of {known} and no {spec_path}")
 
 
+def is_file_name(uid) -> bool:
+    """Whether ``uid`` can be one file name in a folder (the features of an item are ``<uid>.npy``)."""
+    return (
+        isinstance(uid, str)
+        and 0 < len(uid) <= 200
+        and "/" not in uid
+        and not uid.startswith(".")
+        and all(ch.isprintable() for ch in uid)
+    )
+
+
 def meta_path(name: str, processed_root: str | Path | None = None) -> Path:
     """Path of ``processed/<name>/meta.json``."""
     cache.check_name(name, "dataset")
@@ -127,6 +138,8 @@ def load_meta(name: str, processed_root: str | Path | None = None) -> dict:
     if not isinstance(meta, dict):
         raise UserError(f"{path}: expected a JSON object mapping uid -> record")
     for uid, rec in meta.items():
+        if not is_file_name(uid):
+            raise UserError(f"{path}: uid {uid!r} cannot name a file (no '/', no leading '.', no control characters)")
         if not isinstance(rec, dict) or "y" not in rec:
             raise UserError(f"{path}: record {uid!r} has no 'y'")
         if rec.get("split") not in (*SPLITS, None):

@@ -24,13 +24,14 @@ from __future__ import annotations
 import csv
 import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..cache import check_name
-from ..errors import UserError
+from ..errors import UserError, one_line
 from . import BUILTIN, SPLITS, TASKS, DatasetSpec
 from .process import ProcessReport, Source, write_processed
 
@@ -102,8 +103,18 @@ def read_labels(
     if task != "regression" and len(label_columns) != 1:
         raise UserError(f"a {task} dataset has one label column, got {label_columns}")
     known = ["file", "id", *label_columns, *([split_column] if split_column else [])]
+    try:
+        rows, columns = _read_csv(labels_csv, known, label_columns, split_column)
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{labels_csv}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise LabelsError(f"{labels_csv}: not a readable CSV ({one_line(exc)})") from None
+    return _records(rows, labels_csv, audio_dir, task, label_columns, split_column)
+
+
+def _read_csv(labels_csv: Path, known: list, label_columns: list, split_column) -> tuple[list, list]:
     with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, strict=True)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         if not columns:
             raise LabelsError(f"{labels_csv}: empty file, expected a header row with {', '.join(known)}")
@@ -122,7 +133,18 @@ def read_labels(
             rows.append(({k.strip(): (v or "").strip() for k, v in row.items()}, reader.line_num))
     if not rows:
         raise LabelsError(f"{labels_csv}: no rows after the header")
+    return rows, columns
 
+
+def _label_text(value: str, where: str, column: str) -> str:
+    """A label as one canonical string (Unicode NFC, so 'é' typed two ways is one class); no control characters."""
+    value = unicodedata.normalize("NFC", value)
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise LabelsError(f"{where}: label {value!r} in column {column!r} contains a control character")
+    return value
+
+
+def _records(rows, labels_csv, audio_dir, task, label_columns, split_column) -> tuple[dict, dict[str, Path]]:
     meta, sources, first_line = {}, {}, {}
     for row, line in rows:
         where = f"{labels_csv} line {line}"
@@ -143,9 +165,10 @@ def read_labels(
             if not value:
                 raise LabelsError(f"{where}: empty label in column {column!r}")
         if task == "multiclass":
-            y = values[0]
+            y = _label_text(values[0], where, label_columns[0])
         elif task == "multilabel":
-            y = sorted({t.strip() for t in values[0].split(TAG_SEPARATOR) if t.strip()})
+            tags = (_label_text(t.strip(), where, label_columns[0]) for t in values[0].split(TAG_SEPARATOR))
+            y = sorted({t for t in tags if t})
             if not y:
                 raise LabelsError(f"{where}: empty label in column {label_columns[0]!r}")
         else:

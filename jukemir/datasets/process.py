@@ -56,7 +56,7 @@ from ..audio import AudioError, audio_info, load_audio
 from ..errors import UserError
 from ..io import DiskFullError, FileLock, atomic_write, read_json, remove_stale_temporaries, write_json
 from ..workers import imap_in_pool
-from . import SPEC_FILE
+from . import SPEC_FILE, is_file_name
 
 MODULES = {
     "gtzan_ff": "gtzan",
@@ -360,7 +360,7 @@ def _write_processed(name, meta, sources, out: Path, jobs, progress, overwrite, 
     lengths: dict[str, tuple[int, int]] = {}
     tasks = []
     for uid in meta:
-        if not uid or "/" in uid or uid.startswith("."):
+        if not is_file_name(uid):
             raise UserError(f"dataset {name}: uid {uid!r} cannot be a file name")
         source = sources.get(uid)
         if source is None:

@@ -75,6 +75,8 @@ class ProbeConfig(dict):
     """
 
     def __init__(self, *args, **kwargs):
+        if len(args) == 1 and not isinstance(args[0], dict):
+            raise UserError(f"a probe config is a JSON object of fields, not {type(args[0]).__name__}")
         given = dict(*args, **kwargs)
         for name in REQUIRED:
             if name not in given:

@@ -40,6 +40,7 @@ import json
 import random
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -51,7 +52,7 @@ import torch.nn.functional as F
 from .. import cache
 from ..datasets import SPLITS, DatasetSpec, get_dataset, load_meta, meta_path
 from ..device import cpu_threads_for, torch_device
-from ..errors import NotFoundError, UserError
+from ..errors import NotFoundError, UserError, one_line
 from ..io import FileLock, atomic_write, load_npy, read_json, remove_stale_temporaries, write_json
 from .config import ProbeConfig
 from .metrics import compute_metrics, loss_gradient
@@ -259,10 +260,11 @@ def load_probe_data(
         for path in paths[split]:
             try:
                 x = load_npy(path)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{path}: cannot read feature file ({exc})") from None
-            if x.ndim != 1 or not np.issubdtype(x.dtype, np.number):
-                raise UserError(f"{path}: feature has shape {x.shape} ({x.dtype}), expected a 1-D vector of numbers")
+            except OSError as exc:
+                raise UserError(f"{path}: cannot read feature file ({exc.strerror or exc})") from None
+            if x.ndim != 1 or x.size == 0 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+                raise UserError(f"{path}: feature has shape {x.shape} ({x.dtype}), expected a non-empty 1-D vector "
+                                "of real numbers")  # fmt: skip
             dim = x.shape[0] if dim is None else dim
             if x.shape[0] != dim:
                 raise UserError(f"{path}: feature has {x.shape[0]} dims, {first_path} has {dim}")
@@ -361,9 +363,18 @@ class Scaler:
         return buf.getvalue()
 
     @classmethod
-    def from_file(cls, path) -> "Scaler":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(z["mean"], z["scale"]) if bool(z["standardize"]) else cls()
+    def from_file(cls, path, dim: int | None = None) -> "Scaler":
+        """Read ``scaler.npz`` (of ``dim`` features, when given); one-line UserError when it is not one."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not bool(z["standardize"]):
+                    return cls()
+                mean, scale = np.asarray(z["mean"], np.float64), np.asarray(z["scale"], np.float64)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{path}: not a readable scaler ({type(exc).__name__}: {one_line(exc)})") from None
+        if mean.ndim != 1 or mean.shape != scale.shape or (dim is not None and mean.shape != (dim,)):
+            raise UserError(f"{path}: mean {mean.shape} and scale {scale.shape} do not fit {dim} features")
+        return cls(mean, scale)
 
 
 # ---------------------------------------------------------------- a trained probe
@@ -448,17 +459,29 @@ def load_probe_dir(folder: str | Path, device=None) -> Probe:
     for name in ("cfg.json", "scaler.npz", "probe.pt"):
         if not (folder / name).is_file():
             raise NotFoundError(f"{folder / name}: missing; not a finished probe run")
-    cfg = ProbeConfig(read_json(folder / "cfg.json"))
+    try:
+        cfg = ProbeConfig(read_json(folder / "cfg.json"))
+    except UserError as exc:
+        raise UserError(exc if str(folder) in str(exc) else f"{folder / 'cfg.json'}: {exc}") from None
     spec = get_dataset(cfg["dataset"])
-    state = torch.load(folder / "probe.pt", map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(folder / "probe.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a corrupt file
+        raise UserError(f"{folder / 'probe.pt'}: not a readable probe ({type(exc).__name__}: {one_line(exc)})") from None
     first = "hidden_0.weight" if cfg["hidden_layer_sizes"] else "output.weight"
-    if first not in state:
-        raise UserError(f"{folder / 'probe.pt'}: no {first!r}; not a probe of config {cfg.uid()}")
+    if not isinstance(state, dict) or first not in state or getattr(state[first], "ndim", 0) != 2:
+        raise UserError(f"{folder / 'probe.pt'}: no {first!r} matrix; not a probe of config {cfg.uid()}")
     model = SimpleMLP(state[first].shape[1], cfg["hidden_layer_sizes"], spec.num_outputs,
                       dropout_input=cfg["dropout_input"], dropout_p=cfg["dropout_p"])  # fmt: skip
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"{folder / 'probe.pt'}: does not fit config {cfg.uid()} ({one_line(exc)[:300]})") from None
     info = read_json(folder / "train.json") if (folder / "train.json").is_file() else {}
-    return Probe(cfg, spec, Scaler.from_file(folder / "scaler.npz"), model.to(torch_device(device)), info)
+    if not isinstance(info, dict):
+        raise UserError(f"{folder / 'train.json'}: expected a JSON object")
+    scaler = Scaler.from_file(folder / "scaler.npz", state[first].shape[1])
+    return Probe(cfg, spec, scaler, model.to(torch_device(device)), info)
 
 
 # ---------------------------------------------------------------- the original's loop, one config

@@ -56,10 +56,12 @@ from ..io import (
     append_jsonl,
     atomic_write,
     no_space_error,
+    parse_npy,
     read_json,
     remove_stale_temporaries,
     write_json,
 )
+from ..workers import signals_held
 from . import Representation, get_representation, representation_class
 
 STATE_DIR = ".jukemir"
@@ -204,7 +206,7 @@ class _Output:
             return "missing"
         try:
             data = self.npy.read_bytes()
-            array = np.load(io.BytesIO(data), allow_pickle=False)
+            array = parse_npy(data, self.npy)
             rep.check_output(array)
         except Exception:  # noqa: BLE001 - any unreadable or wrong-shaped output is stale
             return "stale"
@@ -401,9 +403,23 @@ def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers
     finally:
         if bar is not None:
             bar.close()
+        _remove_dead_locks(out_dir / STATE_DIR / "locks")  # e.g. one an interrupt caught being created
     report.seconds = time.time() - start
     print(report.summary(), file=sys.stderr)
     return report
+
+
+def _claim_into(out: _Output, claimed: list, wait: bool) -> bool:
+    """Claim ``out`` and record it in ``claimed`` as one step that no interrupt can split (so every lock
+    taken is released); ``wait``: retry until the other worker lets go."""
+    while True:
+        with signals_held():
+            if out.claim():
+                claimed.append(out)
+                return True
+        if not wait:
+            return False
+        time.sleep(0.05)
 
 
 def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=False) -> list:
@@ -417,13 +433,12 @@ def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=Fal
         for out in group:
             if out not in todo:
                 continue
-            if not out.claim(wait):
+            if not _claim_into(out, claimed, wait):
                 busy.append(out)
             elif not overwrite and out.status(rep) in ("valid", "foreign"):
+                claimed.remove(out)
                 out.release()  # another worker wrote it after this run listed its work
                 report.busy += 1
-            else:
-                claimed.append(out)
         if not claimed:
             return busy
         # a batch-dependent model needs the whole group; otherwise embed only what this worker holds

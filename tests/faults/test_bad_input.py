@@ -178,7 +178,7 @@ def test_probe_bad_features_and_meta(dataset, capsys, tmp_path):
     save_npy(dataset / "u001.npy", np.zeros((2, 8), np.float32))
     assert "u001.npy: feature has shape (2, 8)" in _probe_error(capsys, *args)
     (dataset / "u001.npy").write_bytes(good[:50])  # cut short
-    assert "u001.npy: cannot read feature file" in _probe_error(capsys, *args)
+    assert "u001.npy: not a .npy file" in _probe_error(capsys, *args)
     (dataset / "u001.npy").unlink()
     line = _probe_error(capsys, *args)
     assert "u001.npy: missing feature" in line and "does meta.json match the features?" in line
@@ -289,3 +289,150 @@ def test_control_characters_in_file_names_cannot_forge_lines(tmp_path, capsys):
     assert "\njukemir extract mfcc: all good" not in err  # the newline is shown as a space, on one line
     assert len([line for line in err.splitlines() if "all good" in line]) == 1
     tally("bad_input")
+
+
+def test_labels_are_user_text(tmp_path):
+    """Labels holding markup, '$' (matplotlib's mathematics), quotes and one accent typed two ways: no
+    phantom class, a report whose figures draw and whose HTML escapes them; control characters refused."""
+    import unicodedata
+
+    from jukemir.datasets import get_dataset
+    from jukemir.probe.grid import grid_cfgs
+    from jukemir.probe.train import train_grid
+    from jukemir.report import write_report
+
+    audio = write_tones(tmp_path / "audio", 24, seed=21, sr=22050, seconds=(0.5, 0.8))
+    labels = ["<b>&amp;", "cost $5", "$\\frac{a", unicodedata.normalize("NFC", "café")]
+    spellings = labels[:3] + [unicodedata.normalize("NFD", "café")]  # é as one or as two code points
+    rows = [f'"{p.name}","{spellings[i % 4].replace(chr(34), chr(34) * 2)}"' for i, p in enumerate(sorted(audio.iterdir()))]
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["import", "odd", "--audio", str(audio), "--labels", str(csv), "--task", "multiclass",
+                 "--split", "50/25/25", "--no-progress", "--jobs", "1"]) == 0  # fmt: skip
+    assert sorted(get_dataset("odd").labels) == sorted(labels)  # four classes, not five
+    wavs = cache.processed_dir("odd") / "wav"
+    assert main(["extract", "mfcc", str(wavs), str(cache.representations_dir("odd", "mfcc")), "--no-progress"]) == 0
+    train_grid("odd", "mfcc", grid_cfgs("odd", "mfcc", {"early_stopping_boredom": [4]}), progress=False)
+    page = write_report(tmp_path / "report", datasets=["odd"]).read_text()
+    assert "<b>&amp;" not in page  # every label is escaped where the page shows it
+    assert len(list((tmp_path / "report").glob("*.png"))) >= 3
+
+    csv.write_text(f"file,label\n{sorted(audio.iterdir())[0].name},\"a\x07b\"\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="contains a control character"):
+        from jukemir.datasets.custom import read_labels
+
+        read_labels(csv, audio, "multiclass")
+    tally("bad_input", 2)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe\x00f\x00i\x00l\x00e", "not UTF-8 text"),
+        (b"file,label\nc00.wav,\x00a\n", "contains a control character"),
+        (b'file,label\nc00.wav,"a\n', "not a readable CSV"),
+        (b"", "empty file"),
+        (b"file,label\n", "no rows after the header"),
+        (b"file,nope\nc00.wav,a\n", "unknown column 'nope'"),
+        (b"file,label\nc00.wav,a,extra\n", "more fields than the header"),
+        (b"file,label\n../c00.wav,a\n", "not found"),
+    ],
+)
+def test_malformed_labels_csv_is_one_line(tmp_path, capsys, content, message):
+    audio = write_tones(tmp_path / "audio", 2, seed=1)
+    csv = tmp_path / "labels.csv"
+    csv.write_bytes(content)
+    assert main(["import", "bad", "--audio", str(audio), "--labels", str(csv), "--task", "multiclass"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert message in line and "labels.csv" in line, line
+    tally("bad_input")
+
+
+def _npy_header(shape) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(_npy_header((4_000_000_000_000,)) + bytes(32)), "its header says shape (4000000000000,)"),
+        (lambda p: np.save(p, np.zeros(8, np.complex64)), "real numbers"),
+        (lambda p: np.save(p, np.zeros(0, np.float32)), "non-empty 1-D"),
+        (lambda p: np.save(p, np.zeros((2, 4), np.float32)), "non-empty 1-D"),
+        (lambda p: p.write_bytes(b"not a numpy file at all"), "not a .npy file"),
+        (lambda p: np.save(p, np.array(["a", "b"])), "real numbers"),
+    ],
+    ids=["giant-header", "complex", "empty", "matrix", "garbage", "strings"],
+)
+def test_bad_feature_files_are_refused_by_name(tmp_path, capsys, make, message):
+    folder = make_probe_dataset("feats", "slow", n=20)
+    victim = folder / "u007.npy"
+    make(victim)
+    assert main(["probe", "feats", "slow", "--grid", "demo", "--no-progress"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert str(victim) in line and message in line, line
+    tally("bad_input")
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("probe.pt", b"garbage", "not a readable probe"),
+        ("scaler.npz", b"garbage", "not a readable scaler"),
+        ("cfg.json", b"[1, 2]", "cfg.json"),
+        ("train.json", b"{bad json", "not valid JSON"),
+        ("metrics.json", b"{bad json", "not valid JSON"),
+    ],
+)
+def test_corrupt_probe_run_files_are_one_line(tmp_path, capsys, name, data, message):
+    make_probe_dataset("runs", "slow", n=30)
+    assert main(["probe", "runs", "slow", "--config", *_one_config(tmp_path), "--no-progress"]) == 0
+    (run,) = [p for p in cache.probes_dir("runs", "slow").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (run / name).write_bytes(data)
+    capsys.readouterr()
+    assert main(["evaluate", "--dataset", "runs"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert message in line and str(run) in line, line
+    tally("bad_input")
+
+
+def _one_config(tmp_path):
+    from jukemir.probe.grid import grid_cfgs, write_grid_configs
+
+    cfgs = grid_cfgs("runs", "slow", {"early_stopping_boredom": [4]})
+    return [str(p) for p in write_grid_configs(cfgs, tmp_path / "cfgs")]
+
+
+def test_malformed_meta_json_is_one_line(tmp_path, capsys):
+    make_probe_dataset("meta", "slow", n=20)
+    meta_file = cache.processed_dir("meta") / "meta.json"
+    for text, message in [
+        ('{"../../etc/passwd": {"split": "train", "y": "a"}}', "cannot name a file"),
+        ('{"u1": {"split": "train"}}', "has no 'y'"),
+        ('{"u1": {"split": "later", "y": "a"}}', "has split 'later'"),
+        ("[1, 2, 3]", "expected a JSON object"),
+        ('{"u1": ', "not valid JSON"),
+    ]:
+        meta_file.write_text(text)
+        assert main(["probe", "meta", "slow", "--grid", "demo", "--no-progress"]) == 2
+        (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+        assert message in line and "meta.json" in line, line
+    tally("bad_input", 5)
+
+
+def test_long_audio_is_refused_before_decoding_by_the_handcrafted_features(tmp_path, capsys):
+    """chroma and mfcc hold a whole clip in memory: a file over the limit is refused by name, before any
+    decoding (a 3-hour file would need about 13 GB); the limit can be raised."""
+    folder = write_tones(tmp_path / "in", 2, seed=12, sr=8000, seconds=(2.0, 2.5))
+    long = folder / "c00.wav"
+    for rep in ("chroma", "mfcc"):
+        assert main(["extract", rep, str(folder), str(tmp_path / rep), "--no-progress", "--max-seconds", "2.2"]) == 1
+        err = capsys.readouterr().err
+        line = _one_error_line(err, folder / "c01.wav", "longer than")
+        assert f"{rep}'s limit of 0.0366667 min" in line and "--max-seconds" in line, line
+        assert (tmp_path / rep / f"{long.stem}.npy").exists() == (sf.info(str(long)).duration <= 2.2)
+    tally("bad_input", 2)

@@ -20,6 +20,7 @@ from .fakes import Slow
 from .helpers import (
     assert_complete,
     assert_no_corrupt,
+    cli_env,
     outputs,
     records,
     run_jukemir,
@@ -174,3 +175,41 @@ def test_probe_full_disk_then_freed(tmp_path):
         assert "2 trained, 0 already done" in r.stdout
         assert len(list(runs.glob("*/metrics.json"))) == 2
     tally("disk_full")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_import_on_a_full_disk(tmp_path, jobs):
+    """import/process writes WAVs: a full disk (or a file-size limit) is the same one-line error as extract,
+    no traceback from the audio writer, no half files; freed, the import completes as an uninterrupted one."""
+    audio = write_tones(tmp_path / "audio", 12, seed=8, sr=44100, seconds=(1.0, 1.5))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + "\n".join(f"{p.name},{'ab'[i % 2]}" for i, p in enumerate(sorted(audio.iterdir()))))
+    args = ("import", "d", "--audio", audio, "--labels", labels, "--task", "multiclass", "--jobs", jobs, "--no-progress")
+    r = run_jukemir(*args, env=cli_env(JUKEMIR_CACHE_DIR=tmp_path / "ref"))
+    assert r.returncode == 0, r.stderr
+    reference = {p.name: p.read_bytes() for p in (tmp_path / "ref" / "processed" / "d" / "wav").glob("*.wav")}
+    disk = tmp_path / "disk"
+    with small_tmpfs(disk, 640 * PAGE) as mounted:  # the whole dataset needs about 400 pages
+        env = cli_env(JUKEMIR_CACHE_DIR=disk / "cache")
+        if mounted:
+            filler = fill(disk, 40)  # room for a few WAVs (about 24 pages each)
+            r = run_jukemir(*args, env=env)
+            reason = "no space left on device"
+        else:
+            r = run_jukemir(*args, env=env, preexec_fn=_limit(60_000))  # smaller than one WAV
+            reason = "file too large"
+        assert r.returncode == 2, r.stderr
+        errors = [line for line in r.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and reason in errors[0], r.stderr
+        assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+        out = disk / "cache" / "processed" / "d"
+        assert not temporaries(out) and not (out / "meta.json").exists()
+        wavs = {p.name: p.read_bytes() for p in (out / "wav").glob("*.wav")}
+        assert all(data == reference[name] for name, data in wavs.items())
+        if mounted:
+            filler.unlink()
+        r = run_jukemir(*args, env=env)
+        assert r.returncode == 0, r.stderr
+        assert {p.name: p.read_bytes() for p in (out / "wav").glob("*.wav")} == reference
+    tally("disk_full")
+    tally("outputs_checked", len(reference))

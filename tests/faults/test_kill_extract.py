@@ -128,3 +128,45 @@ def test_sigkill_real_mfcc_cli(tmp_path):
     assert kills >= 3
     tally("kills", kills)
     tally("outputs_checked", n)
+
+
+@pytest.mark.parametrize("command", ["extract", "probe"])
+def test_sigterm_is_a_clean_stop(tmp_path, command):
+    """SIGTERM (a scheduler's or `kill`'s) stops extract and probe like Ctrl-C: one message, exit 143, no
+    traceback, nothing half-written or locked; the next run completes."""
+    import signal
+
+    from jukemir import cache
+    from jukemir.probe.grid import grid_cfgs, write_grid_configs
+
+    from .helpers import make_probe_dataset, temporaries
+
+    if command == "extract":
+        folder = write_tones(tmp_path / "in", 20, seed=2)
+        out = tmp_path / "out"
+        args = ("extract", "slow", folder, out, "--no-progress")
+        env = cli_env(FAULT_DELAY=0.1)
+
+        def started():
+            return len(list(out.glob("*.npy"))) >= 2
+    else:
+        make_probe_dataset("termed", "slow", n=150)
+        grid = {"hidden_layer_sizes": [[], [64]], "learning_rate": [1e-3, 1e-4], "early_stopping_boredom": [400]}
+        configs = [str(p) for p in write_grid_configs(grid_cfgs("termed", "slow", grid), tmp_path / "cfgs")]
+        out = cache.probes_dir("termed", "slow")
+        args = ("probe", "termed", "slow", "--config", *configs, "--no-progress", "--serial")
+        env = cli_env(OMP_NUM_THREADS=1)
+
+        def started():
+            return len(list(out.glob("*/metrics.json"))) >= 1
+
+    proc = start_jukemir(*args, env=env)
+    assert wait_for(started, proc, timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err
+    assert not temporaries(out)
+    assert not [p for p in out.rglob("*.lock") if p.parent.name in ("locks", ".claims")]
+    r = run_jukemir(*args, env=cli_env())
+    assert r.returncode == 0, r.stderr
+    tally("kills")

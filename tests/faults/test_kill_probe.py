@@ -134,3 +134,42 @@ def test_concurrent_probe_workers_share_the_grid(tmp_path, serial):
     assert runs.keys() == reference.keys() and all(_same(runs[u], reference[u]) for u in reference)
     tally("concurrent", 3)
     tally("outputs_checked", len(reference))
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_sigkilled_ray_driver_leaves_no_ray_processes(tmp_path):
+    """`jukemir probe --executor ray` starts a local Ray; SIGKILL the driver mid-grid: nothing it started
+    (GCS, raylet, agents, workers) keeps running."""
+    from .helpers import assert_no_survivors, children
+
+    make_probe_dataset("rayed", "slow", n=150)
+    grid = dict(GRID, early_stopping_boredom=[1000], learning_rate=[1e-3, 3e-4, 1e-4])
+    configs = [str(p) for p in write_grid_configs(grid_cfgs("rayed", "slow", grid), tmp_path / "cfgs")]
+    proc = start_jukemir("probe", "rayed", "slow", "--config", *configs, "--executor", "ray", "--no-progress",
+                         env=cli_env(OMP_NUM_THREADS=1))  # fmt: skip
+    seen: set = set()
+
+    def ray_running():
+        seen.update(children(proc.pid))
+        return any(p.name.startswith("ray") or "raylet" in p.name for p in _named(seen)) and len(seen) >= 4
+
+    assert wait_for(ray_running, proc, timeout=120), proc.communicate()
+    time.sleep(2)
+    seen.update(children(proc.pid))
+    assert sigkill(proc)
+    assert_no_survivors(seen, timeout=20)
+    tally("kills")
+
+
+def _named(pids):
+    from pathlib import Path
+
+    class P:
+        def __init__(self, pid):
+            try:
+                self.name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                self.name = ""
+
+    return [P(p) for p in pids]

@@ -10,14 +10,40 @@ Layout (the original's, REFERENCE section 2), under ``$JUKEMIR_CACHE_DIR``
     models/<representation>/...                           converted model weights
 
 Directories are created on demand by the functions that return them.
+
+A representation's folder is named by :func:`folder_name`: names that are
+safe as one path component (``chroma``, ``mert-v1-95m``) are used as they are;
+others (``hf:facebook/wav2vec2-base``, ``my_pkg.reps:MyRep``) become a readable
+slug plus 8 hex digits of the name's sha1, e.g. ``hf-facebook-wav2vec2-base-6f3c0a1b``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 ENV_VAR = "JUKEMIR_CACHE_DIR"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def folder_name(representation: str) -> str:
+    """The folder name of a representation (deterministic, and ``folder_name(folder_name(x)) == folder_name(x)``).
+
+    A name of at most 100 letters, digits, ``.``, ``_`` and ``-`` that starts
+    with a letter or digit is its own folder name. Any other name becomes its
+    runs of other characters replaced by ``-`` (at most 80 characters), then
+    ``-`` and the first 8 hex digits of the sha1 of the name, so that two names
+    never share a folder: ``hf:facebook/wav2vec2-base`` ->
+    ``hf-facebook-wav2vec2-base-`` + 8 hex digits.
+    """
+    if not isinstance(representation, str) or not representation:
+        raise ValueError(f"a representation name must be a non-empty string, got {representation!r}")
+    if _SAFE_NAME.fullmatch(representation):
+        return representation
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", representation)[:80].strip("-._") or "representation"
+    return f"{slug}-{hashlib.sha1(representation.encode('utf-8')).hexdigest()[:8]}"
 
 
 def cache_dir(create: bool = True) -> Path:
@@ -50,16 +76,16 @@ def processed_dir(dataset: str | None = None, create: bool = True) -> Path:
 def representations_dir(
     dataset: str | None = None, representation: str | None = None, create: bool = True
 ) -> Path:
-    """Features: ``<cache>/representations[/<dataset>[/<representation>]]``."""
-    parts = [p for p in (dataset, representation) if p]
+    """Features: ``<cache>/representations[/<dataset>[/<folder_name(representation)>]]``."""
+    parts = [p for p in (dataset, representation and folder_name(representation)) if p]
     return _sub("representations", *parts, create=create)
 
 
 def probes_dir(
     dataset: str | None = None, representation: str | None = None, create: bool = True
 ) -> Path:
-    """Trained probes: ``<cache>/probes[/<dataset>[/<representation>]]``."""
-    parts = [p for p in (dataset, representation) if p]
+    """Trained probes: ``<cache>/probes[/<dataset>[/<folder_name(representation)>]]``."""
+    parts = [p for p in (dataset, representation and folder_name(representation)) if p]
     return _sub("probes", *parts, create=create)
 
 

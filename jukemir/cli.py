@@ -25,6 +25,23 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _layers(text: str) -> list[int] | str:
+    return "all" if text.strip() == "all" else _int_list(text)
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value): the value as JSON when it parses (numbers, true, null, lists), else the text."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python identifier, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
 # ---------------------------------------------------------------- extract
 def _add_extract(sub):
     p = sub.add_parser(
@@ -36,7 +53,8 @@ def _add_extract(sub):
         "status is non-zero if any file failed. Failures are also logged to\n"
         "OUTPUT_DIR/.jukemir/errors.jsonl.",
     )
-    p.add_argument("representation", help="chroma, mfcc, choi, musicnn, clmr or jukebox")
+    p.add_argument("representation", help="chroma, mfcc, choi, musicnn, clmr, jukebox, mert-v1-95m, mert-v1-330m, "
+                   "an installed plugin's name, hf:<model id or folder>, hear:<module> or module:Class")
     p.add_argument("input_dir", nargs="?", default="/input", help="folder of audio files")
     p.add_argument("output_dir", nargs="?", default="/output", help="folder for <stem>.npy outputs")
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="files per batch (with --batch_idx)")
@@ -50,8 +68,12 @@ def _add_extract(sub):
     g = p.add_argument_group("model options (each applies to the representation named)")
     g.add_argument("--weights", default=None, help="path to weights, overriding the download (musicnn/choi/clmr/jukebox)")
     g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None, help="jukebox arithmetic; fp32 = the original's")
-    g.add_argument("--layers", type=_int_list, default=None, help="jukebox: comma-separated block outputs, e.g. 12,24,36")
-    g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox: mean over time, or keep the time axis")
+    g.add_argument("--layers", type=_layers, default=None, help="jukebox, mert, hf: comma-separated block outputs, "
+                   "e.g. 12,24,36 (mert, hf: 0 = the transformer's input; all = every one)")
+    g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox, mert, hf: mean over time, or keep the time axis")
+    g.add_argument("--window-seconds", type=float, default=None, help="mert, hf: window length; 0 = the whole clip at once")
+    g.add_argument("-O", "--option", type=_option, action="append", default=None, metavar="KEY=VALUE",
+                   help="any other option of the representation (plugins), VALUE as JSON or text; repeatable")
     g.add_argument("--allow-short", action="store_true", default=None, help="jukebox: accept clips shorter than 8192 tokens")
     g.add_argument("--model", dest="model", default=None, help="musicnn: MSD_musicnn_big (paper), MSD_musicnn, MTT_musicnn; jukebox: 5b")
     g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 = the original (overflows to inf)")
@@ -71,13 +93,15 @@ def _executor(args):
     return get_executor(args.executor, address=args.address) if args.executor != "local" else None
 
 
-REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame")
+REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame",
+               "window_seconds")  # fmt: skip
 
 
 def _cmd_extract(args) -> int:
     from .representations.folder import run_folder
 
     options = {k: getattr(args, k) for k in REP_OPTIONS if getattr(args, k) is not None}
+    options.update(dict(args.option or ()))
     if args.device is not None:
         options["device"] = args.device
     executor = _executor(args)

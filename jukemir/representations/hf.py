@@ -87,6 +87,8 @@ def hub_snapshot(model_id: str, revision: str = "main", mirror: str | None = Non
             retrieve_trusted(asset(name), record, mirror=mirror)
             return folder
         except DownloadError as exc:
+            if "checksum mismatch" in str(exc):
+                raise  # the file is there but is not the one recorded: never fall back to another
             errors.append(str(exc))
     raise DownloadError(f"{model_id}: no weights ({' or '.join(WEIGHT_FILES)}): " + "; ".join(errors))
 
@@ -120,7 +122,7 @@ class HFEncoder(Representation):
         model: hub id (``org/name``) or local folder in the hub's format.
         layers: hidden-state index, a list of them, or ``"all"``; default the last block.
         pool: ``"mean"`` over frames, or ``"none"`` to keep them.
-        window_seconds: length of the windows a clip is cut into; ``None`` for one pass.
+        window_seconds: length of the windows a clip is cut into; ``None`` or 0 for one pass.
         device: torch device; default ``cuda`` when available, else ``cpu``.
         revision: hub branch, tag or commit of a hub id.
         mirror: base URL or folder tried first for hub files.
@@ -145,8 +147,11 @@ class HFEncoder(Representation):
         if pool not in POOLS:
             raise ValueError(f"{self.name} pool must be one of {', '.join(POOLS)}, got {pool!r}")
         window = self.default_window if window_seconds == "default" else window_seconds
-        if window is not None and not float(window) > 0:
-            raise ValueError(f"window_seconds must be > 0 or None (whole clip), got {window_seconds!r}")
+        if window is not None and not float(window) >= 0:
+            raise ValueError(
+                f"window_seconds must be > 0, or 0 or None (the whole clip), got {window_seconds!r}"
+            )
+        window = window or None
         self.model_ref, self.pool, self.revision = str(model), pool, revision
         self.window_seconds = None if window is None else float(window)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -117,7 +117,7 @@ class MERT(HFEncoder):
     Args:
         layers: hidden-state index (0..num_hidden_layers), a list of them, or ``"all"``; default the last block.
         pool: ``"mean"`` over frames, or ``"none"``.
-        window_seconds: window length (default 5 s); ``None``: the whole clip in one pass.
+        window_seconds: window length (default 5 s); ``None`` or 0: the whole clip in one pass.
         device: torch device; default ``cuda`` when available.
         weights: a local snapshot folder (official format); ``None`` downloads the official one.
         revision, mirror: of the hub download.

@@ -57,6 +57,8 @@ def _add_extract(sub):
                    "an installed plugin's name, hf:<model id or folder>, hear:<module> or module:Class")
     p.add_argument("input_dir", nargs="?", default="/input", help="folder of audio files")
     p.add_argument("output_dir", nargs="?", default="/output", help="folder for <stem>.npy outputs")
+    p.add_argument("--dataset", default=None, help="instead of INPUT_DIR OUTPUT_DIR: <cache>/processed/DATASET/wav into "
+                   "<cache>/representations/DATASET/<the representation's folder name>")
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="files per batch (with --batch_idx)")
     p.add_argument("--batch_idx", "--batch-idx", type=int, default=None, help="process only batch I of the sorted list")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
@@ -102,6 +104,13 @@ def _cmd_extract(args) -> int:
 
     options = {k: getattr(args, k) for k in REP_OPTIONS if getattr(args, k) is not None}
     options.update(dict(args.option or ()))
+    if args.dataset is not None:
+        from . import cache
+
+        if (args.input_dir, args.output_dir) != ("/input", "/output"):
+            raise ValueError("give either --dataset or INPUT_DIR OUTPUT_DIR, not both")
+        args.input_dir = cache.processed_dir(args.dataset, create=False) / "wav"
+        args.output_dir = cache.representations_dir(args.dataset, args.representation, create=False)
     if args.device is not None:
         options["device"] = args.device
     executor = _executor(args)

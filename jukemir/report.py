@@ -405,7 +405,7 @@ def feature_provenance(dataset: str, representation: str) -> dict:
     """What the folder runner recorded about a feature folder (``.jukemir/provenance/<stem>.json``).
 
     Returns ``{"folder", "features" (number of .npy files), "with_record", "records"
-    (each distinct representation/version/options/shape with its count), "written"
+    (each distinct representation/version/options/package/shape with its count), "written"
     ([first, last] record time, ISO 8601 UTC, or None)}``.
     """
     from .representations.folder import STATE_DIR
@@ -416,7 +416,8 @@ def feature_provenance(dataset: str, representation: str) -> dict:
     for path in sorted((folder / STATE_DIR / "provenance").glob("*.json")):
         record = read_json(path)
         key = json.dumps(
-            {k: record.get(k) for k in ("representation", "version", "options", "shape")}, sort_keys=True
+            {k: record.get(k) for k in ("representation", "version", "options", "package", "shape") if k in record},
+            sort_keys=True,
         )
         counts[key] = counts.get(key, 0) + 1
         times.append(path.stat().st_mtime)

@@ -125,9 +125,9 @@ def test_plugin_end_to_end(installed_plugin, tmp_path, capsys):
 
 @pytest.mark.ray
 def test_plugin_on_ray(installed_plugin, tone_folder, tmp_path):
-    from jukemir.executors import get_executor
-
     import ray
+
+    from jukemir.executors import get_executor
 
     executor = get_executor("ray", num_cpus=2)
     try:

@@ -6,6 +6,7 @@ Per clip: mono audio at 22,050 Hz -> ``librosa.feature.chroma_stft`` (``n_fft``
 """
 
 import numpy as np
+
 from jukemir.representations import Representation
 
 

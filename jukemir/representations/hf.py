@@ -168,6 +168,8 @@ class HFEncoder(Representation):
         self.n_layers = int(config.num_hidden_layers)
         self.layers = self._layers(layers)
         self.min_samples = receptive_field(config)
+        self.windows_per_forward = 16 if self.device.type == "cuda" else 8
+        self.preferred_batch = 4
 
     # ------------------------------------------------------------ loading
     def official_snapshot(self, model_id: str, revision: str, mirror: str | None) -> Path:
@@ -225,18 +227,30 @@ class HFEncoder(Representation):
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """Embed one mono clip at :attr:`sample_rate` Hz (see the module docstring for the output shape)."""
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
-        if len(audio) < self.min_samples:
-            raise ValueError(f"audio too short: {len(audio)} samples ({len(audio) / self.sample_rate:.3f} s); "
-                             f"{self.name} needs at least {self.min_samples} samples at {self.sample_rate} Hz")  # fmt: skip
-        if not np.isfinite(audio).all():
-            raise ValueError("audio contains non-finite samples")
-        frames = torch.cat(self.hidden_states(self.windows(audio)), dim=1)  # (n_layers, T, dim)
-        out = frames.mean(dim=1) if self.pool == "mean" else frames
-        out = out.float().cpu().numpy()
-        return out[0] if len(self.layers) == 1 else out
+        return self.batch([audio])[0]
+
+    def batch(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Embed clips; the windows of all of them run together (:attr:`windows_per_forward` of one length at a time)."""
+        windows, owner = [], []
+        for i, audio in enumerate(audios):
+            audio = np.asarray(audio, dtype=np.float32)
+            if audio.ndim != 1:
+                raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
+            if len(audio) < self.min_samples:
+                raise ValueError(f"audio too short: {len(audio)} samples ({len(audio) / self.sample_rate:.3f} s); "
+                                 f"{self.name} needs at least {self.min_samples} samples at {self.sample_rate} Hz")  # fmt: skip
+            if not np.isfinite(audio).all():
+                raise ValueError("audio contains non-finite samples")
+            for window in self.windows(audio):
+                windows.append(window)
+                owner.append(i)
+        states = self.hidden_states(windows)
+        results = []
+        for i in range(len(audios)):
+            frames = torch.cat([s for s, o in zip(states, owner) if o == i], dim=1)  # (n_layers, T, dim)
+            out = (frames.mean(dim=1) if self.pool == "mean" else frames).float().cpu().numpy()
+            results.append(out[0] if len(self.layers) == 1 else out)
+        return results
 
     def windows(self, audio: np.ndarray) -> list[np.ndarray]:
         """Consecutive windows of :attr:`window_seconds` (the whole clip when None)."""
@@ -255,15 +269,16 @@ class HFEncoder(Representation):
         for i, w in enumerate(windows):
             by_length.setdefault(len(w), []).append(i)
         with torch.inference_mode():
-            for idx in by_length.values():
-                inputs = self.extractor(
-                    [windows[i] for i in idx], sampling_rate=self.sample_rate, return_tensors="pt"
-                )
-                inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                states = self.net(**inputs, output_hidden_states=True).hidden_states
-                stacked = torch.stack([states[k] for k in self.layers], dim=1)  # (B, n_layers, T, dim)
-                for i, row in zip(idx, stacked):
-                    out[i] = row
+            for same in by_length.values():
+                for start in range(0, len(same), self.windows_per_forward):
+                    idx = same[start : start + self.windows_per_forward]
+                    batch = [windows[i] for i in idx]
+                    inputs = self.extractor(batch, sampling_rate=self.sample_rate, return_tensors="pt")
+                    inputs = {k: v.to(self.device) for k, v in inputs.items()}
+                    states = self.net(**inputs, output_hidden_states=True).hidden_states
+                    stacked = torch.stack([states[k] for k in self.layers], dim=1)  # (B, n_layers, T, dim)
+                    for i, row in zip(idx, stacked):
+                        out[i] = row
         return out
 
 

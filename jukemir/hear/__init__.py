@@ -7,7 +7,7 @@
     module.get_timestamp_embeddings(audio, model)   # -> (n_sounds, T, D), (n_sounds, T) ms
 
 Built-in modules: ``chroma``, ``mfcc``, ``choi``, ``musicnn``, ``clmr``, ``jukebox``,
-``mert_v1_95m``, ``mert_v1_330m`` (``hear-validator jukemir.hear.mfcc`` checks one). Any
+``mert_v1_95m``, ``mert_v1_330m``, ``clap_music`` (``hear-validator jukemir.hear.mfcc`` checks one). Any
 other representation (a plugin, ``hf:<model>``, ``module:Class``) through
 :func:`hear_api`, which returns the three functions for a name and options.
 

@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "jukebox": "jukemir.representations.jukebox:Jukebox",
     "mert-v1-95m": "jukemir.representations.mert:MERT95M",
     "mert-v1-330m": "jukemir.representations.mert:MERT330M",
+    "clap-music": "jukemir.representations.clap:CLAPMusic",
 }
 
 # The paper's output sizes (REFERENCE 7.0), for checks that need no model.

@@ -301,9 +301,8 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(
-            f"{path}: expected a CLAP checkpoint (a dict with a state_dict), got {type(obj).__name__}"
-        )
+        kind = type(obj).__name__
+        raise ValueError(f"{path}: expected a CLAP checkpoint (a dict with a state_dict), got {kind}")  # noqa: TRY004
     keep = ("audio_branch.", "audio_projection.")
     out = {}
     for key, value in state.items():

@@ -393,10 +393,12 @@ def _add_report(sub):
 
 def _cmd_report(args) -> int:
     from .probe.evaluate import evaluate
-    from .report import comparison_table, write_report
+    from .report import comparison_table, side_by_side_table, write_report
 
     rows = evaluate(args.dataset, args.representation, split="test")
     print(comparison_table(rows))
+    print()
+    print(side_by_side_table(rows))
     print(f"report: {write_report(args.out, rows=rows)}")
     return 0
 

@@ -68,7 +68,7 @@ def _add_extract(sub):
     p.add_argument("--representations", default=None, help=argparse.SUPPRESS)  # the original's unused flag
     _executor_args(p)
     g = p.add_argument_group("model options (each applies to the representation named)")
-    g.add_argument("--weights", default=None, help="path to weights, overriding the download (musicnn/choi/clmr/jukebox)")
+    g.add_argument("--weights", default=None, help="path to weights, overriding the download (musicnn/choi/clmr/jukebox/clap-music: a file; mert: a hub-format folder)")
     g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None, help="jukebox arithmetic; fp32 = the original's")
     g.add_argument("--layers", type=_layers, default=None, help="jukebox, mert, hf: comma-separated block outputs, "
                    "e.g. 12,24,36 (mert, hf: 0 = the transformer's input; all = every one)")

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# jukemir/representations_choi: Choi et al.'s convnet features (160 floats per file, REFERENCE 7.3)
+# jukemir/representations_choi: Choi et al.'s convnet features (160 floats per file, docs/fidelity/choi.md)
 # of every file in /input, written to /output/<stem>.npy. CPU, as the original (Theano on CPU). The
 # weights (5 files, sha256-pinned) are downloaded at build time. Features depend on which files share
 # a batch, as the original's: keep --batch_size 256 (the default) to reproduce the paper.

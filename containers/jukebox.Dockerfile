@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# jukemir/representations_jukebox: Jukebox 5B features (4,800 floats per file, REFERENCE 7.5) of every
-# file in /input, written to /output/<stem>.npy. Needs a GPU with >= 16 GB (--gpus all).
+# jukemir/representations_jukebox: Jukebox 5B features (4,800 floats per file, docs/fidelity/jukebox.md)
+# of every file in /input, written to /output/<stem>.npy. Needs a GPU with >= 16 GB (--gpus all).
 #
 #   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD/wavs:/input:ro" -v "$PWD/out:/output" \
 #       -v "$JUKEMIR_CACHE_DIR/models/jukebox:/jukemir/cache/models/jukebox" \

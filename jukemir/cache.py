@@ -1,6 +1,6 @@
 """The cache root and the path of every pipeline stage's output.
 
-Layout (the original's, REFERENCE section 2), under ``$JUKEMIR_CACHE_DIR``
+Layout (the original's; docs/architecture.md), under ``$JUKEMIR_CACHE_DIR``
 (default ``~/.jukemir/cache``)::
 
     datasets/<name>/...                                   raw downloaded assets
@@ -14,7 +14,7 @@ Directories are created on demand by the functions that return them.
 A representation's folder is named by :func:`folder_name`: names that are
 safe as one path component (``chroma``, ``mert-v1-95m``) are used as they are;
 others (``hf:facebook/wav2vec2-base``, ``my_pkg.reps:MyRep``) become a readable
-slug plus 8 hex digits of the name's sha1, e.g. ``hf-facebook-wav2vec2-base-6f3c0a1b``.
+slug plus 8 hex digits of the name's sha1, e.g. ``hf-facebook-wav2vec2-base-f9544348``.
 """
 
 from __future__ import annotations
@@ -24,25 +24,43 @@ import os
 import re
 from pathlib import Path
 
+from .errors import UserError
+
 ENV_VAR = "JUKEMIR_CACHE_DIR"
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it can be one folder name of the cache, else raise :class:`UserError`.
+
+    Dataset, representation and model names become folder names
+    (``processed/<dataset>``, ``representations/<dataset>/<representation>``),
+    so every command checks them the same way: letters, digits and ``_ . + -``,
+    not starting with ``.``, ``+`` or ``-``, at most 128 characters. No name can
+    therefore reach outside its folder or hide itself.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise UserError(
+            f"{what} {name!r} is not a valid name: use letters, digits and _ . + - "
+            "(starting with a letter or digit, at most 128 characters)"
+        )
+    return name
 
 
 def folder_name(representation: str) -> str:
     """The folder name of a representation (deterministic, and ``folder_name(folder_name(x)) == folder_name(x)``).
 
-    A name of at most 100 letters, digits, ``.``, ``_`` and ``-`` that starts
-    with a letter or digit is its own folder name. Any other name becomes its
-    runs of other characters replaced by ``-`` (at most 80 characters), then
-    ``-`` and the first 8 hex digits of the sha1 of the name, so that two names
-    never share a folder: ``hf:facebook/wav2vec2-base`` ->
-    ``hf-facebook-wav2vec2-base-`` + 8 hex digits.
+    A name :func:`check_name` accepts is its own folder name. Any other name
+    (``hf:facebook/wav2vec2-base``, ``my_pkg.reps:MyRep``) becomes its runs of
+    other characters replaced by ``-`` (at most 100 characters), then ``-`` and
+    the first 8 hex digits of the sha1 of the name, so that two names never
+    share a folder: ``hf:facebook/wav2vec2-base`` -> ``hf-facebook-wav2vec2-base-f9544348``.
     """
     if not isinstance(representation, str) or not representation:
-        raise ValueError(f"a representation name must be a non-empty string, got {representation!r}")
-    if _SAFE_NAME.fullmatch(representation):
+        raise UserError(f"a representation name must be a non-empty string, got {representation!r}")
+    if NAME_PATTERN.match(representation):
         return representation
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", representation)[:80].strip("-._") or "representation"
+    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "-", representation)[:100].strip("-._+") or "representation"
     return f"{slug}-{hashlib.sha1(representation.encode('utf-8')).hexdigest()[:8]}"
 
 
@@ -56,8 +74,10 @@ def cache_dir(create: bool = True) -> Path:
     return path
 
 
-def _sub(*parts: str, create: bool = True) -> Path:
-    path = cache_dir(create=create).joinpath(*parts)
+def _sub(stage: str, *names: str, create: bool = True) -> Path:
+    for name in names:
+        check_name(name)
+    path = cache_dir(create=create).joinpath(stage, *names)
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path

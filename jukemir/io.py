@@ -21,9 +21,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from .errors import JukemirError, UserError
 
 TMP_MARK = ".jukemir-tmp-"
 
@@ -32,7 +34,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class DiskFullError(OSError):
+class DiskFullError(JukemirError, OSError):
     """Raised when a write fails for lack of space: a full device (ENOSPC), an exhausted disk
     quota (EDQUOT) or a file-size limit (EFBIG). ``str()`` is one line naming the file."""
 
@@ -55,11 +57,16 @@ def no_space_error(exc: OSError, path: str | os.PathLike) -> OSError:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = True) -> Iterator[Any]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", overwrite: bool = True, before_rename: Callable | None = None
+) -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success rename it to ``path``.
 
     ``overwrite=False`` refuses to replace an existing file (``FileExistsError``),
     using a hard link so that two concurrent writers cannot both win.
+    ``before_rename(tmp_path)`` runs once the bytes are on disk and before the
+    rename: the place to commit what describes the file (its provenance), so
+    that a file under the real name is never without it.
     When space runs out (ENOSPC, EDQUOT, EFBIG) a :class:`DiskFullError` naming
     ``path`` is raised and nothing is left behind.
     """
@@ -75,6 +82,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if before_rename is not None:
+            before_rename(Path(tmp))
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -118,14 +127,35 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+def json_bytes(obj: Any, gz: bool = False) -> bytes:
+    """``obj`` as the bytes :func:`write_json` writes (indent 2, sorted keys; gzip-compressed if ``gz``)."""
+    data = json.dumps(obj, indent=2, sort_keys=True).encode("utf-8")
+    return gzip.compress(data, mtime=0) if gz else data
+
+
 def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> None:
     """Atomically write ``obj`` as JSON (indent 2, sorted keys; gzip if ``.gz``)."""
-    text = json.dumps(obj, indent=2, sort_keys=True)
-    data = text.encode("utf-8")
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
+    data = json_bytes(obj, gz=str(path).endswith(".gz"))
     with atomic_write(path, "wb", overwrite=overwrite) as handle:
         handle.write(data)
+
+
+def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Atomically write ``data`` to ``path`` unless the file already holds exactly those bytes.
+
+    Returns whether it wrote. An identical file is left untouched, modification
+    time included, so what was derived from it (features, whose provenance
+    records the source's size and mtime) stays valid.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    with atomic_write(path) as handle:
+        handle.write(data)
+    return True
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -139,7 +169,7 @@ def read_json(path: str | os.PathLike) -> Any:
         with opener(path, "rt", encoding="utf-8") as handle:
             return json.load(handle)
     except (ValueError, EOFError, gzip.BadGzipFile) as exc:  # JSONDecodeError, UnicodeDecodeError, bad gzip
-        raise ValueError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
+        raise UserError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_tone
 from torch import nn
 
 from jukemir.cli import main
@@ -128,6 +129,7 @@ def test_clap_checkpoint_errors(official, tmp_path, capsys):
         load_model(tmp_path / "missing.pt")
     torch.save({"state_dict": {"module.text_branch.x": torch.zeros(2)}}, tmp_path / "text.pt")
     (tmp_path / "in").mkdir()
+    write_tone(tmp_path / "in" / "a.wav", sr=48000)
     assert (
         main(
             [

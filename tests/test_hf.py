@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import write_tone
 from transformers import (
     ASTConfig,
     ASTFeatureExtractor,
@@ -126,6 +127,7 @@ def test_hf_hub_download_through_the_mirror(tmp_path, audio, monkeypatch):
 
 def test_hf_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "in").mkdir()
+    write_tone(tmp_path / "in" / "a.wav", sr=16000)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["extract", f"hf:{empty}", str(tmp_path / "in"), str(tmp_path / "out")]) == 2

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..audio import peak_normalize, resample
+from ..errors import UserError
 
 HEAR_RATES = (16000, 22050, 44100, 48000)
 FALLBACK_RATE = 48000
@@ -51,7 +52,7 @@ class HEARModel(torch.nn.Module):
     def __init__(self, rep, window_seconds: float | None = None):
         super().__init__()
         if any(s is None for s in rep.output_shape):
-            raise ValueError(f"{rep.name}: HEAR needs outputs of a fixed size, got shape {rep.output_shape} "
+            raise UserError(f"{rep.name}: HEAR needs outputs of a fixed size, got shape {rep.output_shape} "
                              "(use pool='mean')")  # fmt: skip
         self.rep = rep
         self.sample_rate = int(rep.sample_rate) if rep.sample_rate in HEAR_RATES else FALLBACK_RATE
@@ -62,7 +63,7 @@ class HEARModel(torch.nn.Module):
     def prepare(self, audio: torch.Tensor) -> list[np.ndarray]:
         """``(n_sounds, n_samples)`` at :attr:`sample_rate` -> float32 arrays at the representation's rate."""
         if audio.ndim != 2:
-            raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
+            raise UserError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
         sounds = [np.ascontiguousarray(a, dtype=np.float32) for a in audio.detach().cpu().numpy()]
         if self.sample_rate != self.rep.sample_rate:
             sounds = [resample(a, self.sample_rate, self.rep.sample_rate) for a in sounds]

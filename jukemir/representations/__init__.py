@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from ..errors import UserError
 from .base import Representation
 
 # name -> "module:Class"; modules are imported only when asked for, so that a
@@ -26,7 +27,7 @@ REGISTRY: dict[str, str] = {
     "clap-music": "jukemir.representations.clap:CLAPMusic",
 }
 
-# The paper's output sizes (REFERENCE 7.0), for checks that need no model.
+# The paper's output sizes (docs/fidelity/README.md), for checks that need no model.
 DIMS = {"chroma": 72, "mfcc": 120, "choi": 160, "musicnn": 4194, "clmr": 512, "jukebox": 4800}
 
 
@@ -47,7 +48,7 @@ def _resolve(name: str) -> tuple[type[Representation], dict]:
     try:
         return resolve(name)
     except LookupError:
-        raise ValueError(
+        raise UserError(
             f"unknown representation {name!r}; expected one of {', '.join(names())}, hf:<model>, "
             "hear:<module>, or module:Class"
         ) from None
@@ -70,10 +71,10 @@ def get_representation(name: str, **options) -> Representation:
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     unknown = [k for k in options if k not in parameters and not takes_any]
     if unknown:
-        raise ValueError(f"option(s) {', '.join(unknown)} do not apply to representation {name!r}")
+        raise UserError(f"option(s) {', '.join(unknown)} do not apply to representation {name!r}")
     clash = sorted(set(bound) & set(options))
     if clash:
-        raise ValueError(f"representation {name!r} sets {', '.join(clash)} itself; do not pass it as an option")
+        raise UserError(f"representation {name!r} sets {', '.join(clash)} itself; do not pass it as an option")
     rep = cls(**bound, **options)
     if rep.name != name:
         rep.name = name  # plugins and hf:/hear: names: the name asked for is the one recorded

@@ -53,6 +53,8 @@ from torch import nn
 
 from .. import cache
 from ..assets import Asset, file_checksum, retrieve_trusted
+from ..device import torch_device
+from ..errors import NotFoundError, UserError
 from .base import Representation, check_keys
 
 CHECKPOINT = "music_audioset_epoch_15_esc_90.14.pt"
@@ -251,7 +253,7 @@ class HTSAT(nn.Module):
         x = self.bn0(logmel.transpose(1, 3)).transpose(1, 3)
         frames, bands = cfg.spec_size * cfg.freq_ratio, cfg.spec_size // cfg.freq_ratio
         if x.shape[2] > frames or x.shape[3] > bands:
-            raise ValueError(f"log-mel of {tuple(x.shape[2:])} exceeds the model's {frames} x {bands}")
+            raise UserError(f"log-mel of {tuple(x.shape[2:])} exceeds the model's {frames} x {bands}")
         if x.shape[2] < frames:
             x = F.interpolate(x, (frames, x.shape[3]), mode="bicubic", align_corners=True)
         if x.shape[3] < bands:
@@ -292,17 +294,17 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such CLAP checkpoint")
+        raise NotFoundError(f"{path}: no such CLAP checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         obj = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
     except (RuntimeError, EOFError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         kind = type(obj).__name__
-        raise ValueError(f"{path}: expected a CLAP checkpoint (a dict with a state_dict), got {kind}")  # noqa: TRY004
+        raise UserError(f"{path}: expected a CLAP checkpoint (a dict with a state_dict), got {kind}")
     keep = ("audio_branch.", "audio_projection.")
     out = {}
     for key, value in state.items():
@@ -310,7 +312,7 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if key.startswith(keep) and isinstance(value, torch.Tensor):
             out[key] = value
     if not out:
-        raise ValueError(f"{path}: no audio_branch.* tensors; not a CLAP checkpoint")
+        raise UserError(f"{path}: no audio_branch.* tensors; not a CLAP checkpoint")
     return out
 
 
@@ -339,7 +341,7 @@ def config_from_state(state: dict[str, torch.Tensor]) -> HTSATConfig:
             joint_dim=state["audio_projection.0.weight"].shape[0],
         )  # fmt: skip
     except KeyError as exc:
-        raise ValueError(f"CLAP checkpoint without {exc.args[0]}; not an HTS-AT audio branch") from None
+        raise UserError(f"CLAP checkpoint without {exc.args[0]}; not an HTS-AT audio branch") from None
 
 
 def load_model(path: str | os.PathLike) -> CLAPAudio:
@@ -354,7 +356,8 @@ def load_model(path: str | os.PathLike) -> CLAPAudio:
 
 def official_checkpoint(mirror: str | None = None) -> Path:
     """Download (or find) LAION's music checkpoint, verified against the trust-on-first-use record."""
-    asset = Asset("CLAP_MUSIC_AUDIOSET", f"models/clap/{CHECKPOINT}", (URL,))
+    asset = Asset("CLAP_MUSIC_AUDIOSET", f"models/clap/{CHECKPOINT}", (URL,), mirror_path=f"weights/clap-music/{CHECKPOINT}",
+                  hint=f"pass --weights /path/to/{CHECKPOINT}")  # fmt: skip
     return retrieve_trusted(asset, cache.models_dir("clap") / "sha256.json", mirror=mirror, check=read_state)
 
 
@@ -396,7 +399,7 @@ class CLAPMusic(Representation):
     def __init__(
         self, device: str | None = None, weights: str | os.PathLike | None = None, mirror: str | None = None
     ):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         path = official_checkpoint(mirror) if weights is None else Path(weights)
         self.model = load_model(path).to(self.device)
         self.dim = self.model.audio_projection[-1].out_features
@@ -416,9 +419,9 @@ class CLAPMusic(Representation):
         for i, audio in enumerate(audios):
             audio = np.asarray(audio, dtype=np.float32)
             if audio.ndim != 1 or len(audio) == 0:
-                raise ValueError(f"expected non-empty mono audio of shape (n,), got {audio.shape}")
+                raise UserError(f"expected non-empty mono audio of shape (n,), got {audio.shape}")
             if not np.isfinite(audio).all():
-                raise ValueError("audio contains non-finite samples")
+                raise UserError("audio contains non-finite samples")
             for window in windows(audio):
                 prepared.append(prepare_window(window))
                 owner.append(i)

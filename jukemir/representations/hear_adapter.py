@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from ..assets import file_checksum
+from ..device import torch_device
+from ..errors import NotFoundError, UserError
 from .base import Representation
 from .plugins import package_of_module
 
@@ -49,21 +51,21 @@ class HEARModule(Representation):
         try:
             self.module = importlib.import_module(module)
         except ImportError as exc:
-            raise ValueError(f"hear:{module}: cannot import the HEAR module {module!r} ({exc})") from None
+            raise UserError(f"hear:{module}: cannot import the HEAR module {module!r} ({exc})") from None
         missing = [f for f in API if not callable(getattr(self.module, f, None))]
         if missing:
-            raise ValueError(f"hear:{module}: not a HEAR module (no {', '.join(missing)})")
+            raise UserError(f"hear:{module}: not a HEAR module (no {', '.join(missing)})")
         self.module_name = module
         self.model_file = str(model_file_path or "")
         if self.model_file and not Path(self.model_file).exists():
-            raise FileNotFoundError(f"{self.model_file}: model file of hear:{module} not found")
+            raise NotFoundError(f"{self.model_file}: model file of hear:{module} not found")
         self.model = self.module.load_model(self.model_file) if self.model_file else self.module.load_model()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         if isinstance(self.model, torch.nn.Module):
             self.model = self.model.to(self.device).eval()
         for attr in ("sample_rate", "scene_embedding_size"):
             if not isinstance(getattr(self.model, attr, None), int):
-                raise ValueError(f"hear:{module}: the model has no integer {attr}")  # noqa: TRY004 - one-line CLI error
+                raise UserError(f"hear:{module}: the model has no integer {attr}")
         self.sample_rate = self.model.sample_rate
         self.dim = self.model.scene_embedding_size
         self.model_id = (
@@ -85,7 +87,7 @@ class HEARModule(Representation):
         for i, audio in enumerate(audios):
             audio = np.asarray(audio)
             if audio.ndim != 1:
-                raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
+                raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
             by_length.setdefault(len(audio), []).append(i)
         with torch.inference_mode():
             for idx in by_length.values():
@@ -93,7 +95,7 @@ class HEARModule(Representation):
                 embeddings = self.module.get_scene_embeddings(sounds.to(self.device), self.model)
                 embeddings = np.asarray(torch.as_tensor(embeddings).float().cpu())
                 if embeddings.shape != (len(idx), self.dim):
-                    raise ValueError(f"hear:{self.module_name}: get_scene_embeddings gave shape {embeddings.shape}, "
+                    raise UserError(f"hear:{self.module_name}: get_scene_embeddings gave shape {embeddings.shape}, "
                                      f"expected {(len(idx), self.dim)}")  # fmt: skip
                 for i, row in zip(idx, embeddings):
                     out[i] = row.astype(np.float32)

@@ -41,6 +41,8 @@ import torch
 
 from .. import cache
 from ..assets import Asset, DownloadError, file_checksum, retrieve_trusted
+from ..device import torch_device
+from ..errors import NotFoundError, UserError
 from .base import Representation
 
 HUB = "https://huggingface.co"
@@ -55,29 +57,37 @@ def _needs_transformers():
     try:
         import transformers
     except ImportError:
-        raise RuntimeError("Hugging Face models need transformers: pip install 'jukemir[hf]'") from None
+        raise UserError("Hugging Face models need transformers: pip install 'jukemir[hf]'") from None
     return transformers
 
 
-def hub_snapshot(model_id: str, revision: str = "main", mirror: str | None = None) -> Path:
+def hub_snapshot(
+    model_id: str, revision: str = "main", mirror: str | None = None, mirror_folder: str | None = None,
+    hint: str | None = None,
+) -> Path:
     """Download (or find) a hub model's config, feature-extractor config and weights; return their folder.
 
     Files go to ``<cache>/models/hf/<model_id>/<revision>/``; each is trusted on
     first use (its sha256 is recorded in ``sha256.json`` there and checked on
     every later retrieval). The weights are ``model.safetensors`` or, when the
-    hub has none, ``pytorch_model.bin``. Raises :class:`jukemir.assets.DownloadError`.
+    hub has none, ``pytorch_model.bin``. A mirror is asked at
+    ``<mirror_folder>/<file>`` (a jukemir asset mirror's layout, e.g.
+    ``weights/mert-v1-95m``) when given, then at the cache's own path; ``hint``
+    says how else to provide the files. Raises :class:`jukemir.assets.DownloadError`.
     """
     if not _HUB_ID.fullmatch(model_id) or ".." in model_id:
-        raise ValueError(f"{model_id!r} is neither a local folder nor a Hugging Face model id (org/name)")
+        raise UserError(f"{model_id!r} is neither a local folder nor a Hugging Face model id (org/name)")
     if not _REVISION.fullmatch(revision):
-        raise ValueError(f"revision {revision!r} must be a branch, tag or commit name")
+        raise UserError(f"revision {revision!r} must be a branch, tag or commit name")
     rel = f"models/hf/{model_id}/{revision}"
     folder = cache.cache_dir() / rel
     record = folder / "sha256.json"
 
     def asset(name: str) -> Asset:
         tag = re.sub(r"[^A-Z0-9]+", "_", f"HF_{model_id}_{revision}_{name}".upper())
-        return Asset(tag, f"{rel}/{name}", (f"{HUB}/{model_id}/resolve/{revision}/{name}",))
+        mirror_path = f"{mirror_folder}/{name}" if mirror_folder else None
+        return Asset(tag, f"{rel}/{name}", (f"{HUB}/{model_id}/resolve/{revision}/{name}",), mirror_path=mirror_path,
+                     hint=hint or "name a local folder holding them: hf:/path/to/folder")  # fmt: skip
 
     for name in CONFIG_FILES:
         retrieve_trusted(asset(name), record, mirror=mirror)
@@ -99,7 +109,7 @@ def snapshot_files(folder: Path) -> list[Path]:
     weights = [folder / n for n in WEIGHT_FILES if (folder / n).is_file()]
     if missing or not weights:
         need = missing + ([] if weights else [" or ".join(WEIGHT_FILES)])
-        raise FileNotFoundError(f"{folder}: not a Hugging Face model folder (missing {', '.join(need)})")
+        raise NotFoundError(f"{folder}: not a Hugging Face model folder (missing {', '.join(need)})")
     return [folder / n for n in CONFIG_FILES] + weights[:1]
 
 
@@ -145,16 +155,16 @@ class HFEncoder(Representation):
         mirror: str | None = None,
     ):
         if pool not in POOLS:
-            raise ValueError(f"{self.name} pool must be one of {', '.join(POOLS)}, got {pool!r}")
+            raise UserError(f"{self.name} pool must be one of {', '.join(POOLS)}, got {pool!r}")
         window = self.default_window if window_seconds == "default" else window_seconds
         if window is not None and not float(window) >= 0:
-            raise ValueError(
+            raise UserError(
                 f"window_seconds must be > 0, or 0 or None (the whole clip), got {window_seconds!r}"
             )
         window = window or None
         self.model_ref, self.pool, self.revision = str(model), pool, revision
         self.window_seconds = None if window is None else float(window)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         folder = Path(model).expanduser()
         if not folder.is_dir():
             folder = self.official_snapshot(str(model), revision, mirror)
@@ -183,13 +193,13 @@ class HFEncoder(Representation):
             folder, local_files_only=True, trust_remote_code=False
         )
         if getattr(config, "model_type", None) == "mert_model":
-            raise ValueError(f"{folder}: a MERT model; use the representation mert-v1-95m or mert-v1-330m "
+            raise UserError(f"{folder}: a MERT model; use the representation mert-v1-95m or mert-v1-330m "
                              "(with weights=<this folder>)")  # fmt: skip
         net, info = transformers.AutoModel.from_pretrained(
             folder, config=config, local_files_only=True, trust_remote_code=False, output_loading_info=True
         )
         if info.get("missing_keys"):
-            raise ValueError(
+            raise UserError(
                 f"{folder}: weights do not match the model: missing {', '.join(sorted(info['missing_keys'])[:5])}"
             )
         extractor = transformers.AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
@@ -200,12 +210,12 @@ class HFEncoder(Representation):
             return [self.n_layers]
         if isinstance(layers, str):
             if layers != "all":
-                raise ValueError(f"{self.name} layers must be integers or 'all', got {layers!r}")
+                raise UserError(f"{self.name} layers must be integers or 'all', got {layers!r}")
             return list(range(self.n_layers + 1))
         layers = [int(x) for x in ([layers] if isinstance(layers, (int, np.integer)) else layers)]
         bad = [x for x in layers if not 0 <= x <= self.n_layers]
         if not layers or bad or len(set(layers)) != len(layers):
-            raise ValueError(f"{self.name} layers must be distinct integers in 0..{self.n_layers} "
+            raise UserError(f"{self.name} layers must be distinct integers in 0..{self.n_layers} "
                              f"(0: the transformer's input), got {layers}")  # fmt: skip
         return layers
 
@@ -235,12 +245,12 @@ class HFEncoder(Representation):
         for i, audio in enumerate(audios):
             audio = np.asarray(audio, dtype=np.float32)
             if audio.ndim != 1:
-                raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
+                raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
             if len(audio) < self.min_samples:
-                raise ValueError(f"audio too short: {len(audio)} samples ({len(audio) / self.sample_rate:.3f} s); "
+                raise UserError(f"audio too short: {len(audio)} samples ({len(audio) / self.sample_rate:.3f} s); "
                                  f"{self.name} needs at least {self.min_samples} samples at {self.sample_rate} Hz")  # fmt: skip
             if not np.isfinite(audio).all():
-                raise ValueError("audio contains non-finite samples")
+                raise UserError("audio contains non-finite samples")
             for window in self.windows(audio):
                 windows.append(window)
                 owner.append(i)
@@ -288,7 +298,7 @@ def weights_folder(weights: str | os.PathLike | None) -> Path | None:
         return None
     folder = Path(weights).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: weights must be a folder in the Hugging Face format")
+        raise NotFoundError(f"{folder}: weights must be a folder in the Hugging Face format")
     return folder
 
 

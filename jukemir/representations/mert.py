@@ -43,7 +43,8 @@ from pathlib import Path
 
 from torch import nn
 
-from .hf import HFEncoder, _needs_transformers, weights_folder
+from ..errors import UserError
+from .hf import HFEncoder, _needs_transformers, hub_snapshot, weights_folder
 
 _NOT_HUBERT = (
     "model_type",
@@ -80,16 +81,16 @@ def load_mert(folder: Path):
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable config ({exc})") from None
+        raise UserError(f"{path}: not a readable config ({exc})") from None
     if raw.get("model_type") != "mert_model":
-        raise ValueError(
+        raise UserError(
             f"{path}: model_type is {raw.get('model_type')!r}, expected 'mert_model' (a MERT checkpoint)"
         )
     if raw.get("feature_extractor_cqt"):
-        raise ValueError(f"{path}: feature_extractor_cqt is set; MERT with a CQT front end is not supported "
+        raise UserError(f"{path}: feature_extractor_cqt is set; MERT with a CQT front end is not supported "
                          "(MERT-v1 does not use it)")  # fmt: skip
     if raw.get("deepnorm") and raw.get("do_stable_layer_norm"):
-        raise ValueError(
+        raise UserError(
             f"{path}: deepnorm needs post-LayerNorm blocks (do_stable_layer_norm false), as MERT's code asserts"
         )
     config = transformers.HubertConfig(**{k: v for k, v in raw.items() if k not in _NOT_HUBERT})
@@ -99,7 +100,7 @@ def load_mert(folder: Path):
     )
     if info.get("missing_keys"):
         keys = sorted(info["missing_keys"])
-        raise ValueError(
+        raise UserError(
             f"{folder}: weights do not match MERT's model: {len(keys)} missing ({', '.join(keys[:5])})"
         )
     if raw.get("deepnorm"):
@@ -143,6 +144,10 @@ class MERT(HFEncoder):
             layers=layers, pool=pool, window_seconds=window_seconds, device=device, revision=revision, mirror=mirror,
         )  # fmt: skip
         self.model_ref = self.model_id  # a local copy is identified by its files' sha256 (options "weights")
+
+    def official_snapshot(self, model_id: str, revision: str, mirror: str | None) -> Path:
+        hint = "pass --weights FOLDER holding config.json, preprocessor_config.json and pytorch_model.bin"
+        return hub_snapshot(model_id, revision, mirror, mirror_folder=f"weights/{self.name}", hint=hint)
 
     def load_model(self, folder: Path):
         return load_mert(folder)

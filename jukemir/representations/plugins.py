@@ -23,6 +23,8 @@ import importlib
 import re
 from importlib import metadata
 
+from ..errors import UserError
+
 ENTRY_POINT_GROUP = "jukemir.representations"
 PREFIXES = {
     "hf": "jukemir.representations.hf:HFEncoder",
@@ -42,18 +44,18 @@ def _import(target: str, what: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"{what}: cannot import module {module_name!r} ({exc})") from None
+        raise UserError(f"{what}: cannot import module {module_name!r} ({exc})") from None
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise ValueError(f"{what}: module {module_name!r} has no {attr!r}") from None
+        raise UserError(f"{what}: module {module_name!r} has no {attr!r}") from None
 
 
 def _check_class(cls, what: str):
     from .base import Representation
 
     if not (isinstance(cls, type) and issubclass(cls, Representation)):
-        raise ValueError(f"{what}: {cls!r} is not a jukemir Representation subclass")  # noqa: TRY004 - one-line CLI error
+        raise UserError(f"{what}: {cls!r} is not a jukemir Representation subclass")
     return cls
 
 
@@ -66,7 +68,7 @@ def resolve(name: str) -> tuple[type, dict]:
     prefix, sep, rest = name.partition(":")
     if sep and prefix in PREFIXES:
         if not rest:
-            raise ValueError(
+            raise UserError(
                 f"representation {name!r}: give what follows '{prefix}:', e.g. {_EXAMPLES[prefix]}"
             )
         return _import(PREFIXES[prefix], name), {PREFIX_OPTION[prefix]: rest}
@@ -74,8 +76,8 @@ def resolve(name: str) -> tuple[type, dict]:
     if name in found:
         try:
             cls = found[name].load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is named, not a traceback
-            raise ValueError(
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is named in one line, not a traceback
+            raise UserError(
                 f"representation {name!r}: entry point {found[name].value!r} failed to load "
                 f"({type(exc).__name__}: {exc})"
             ) from None

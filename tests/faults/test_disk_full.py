@@ -15,7 +15,16 @@ import pytest
 
 from jukemir.representations.folder import STATE_DIR
 
-from .helpers import assert_complete, assert_no_corrupt, outputs, records, run_jukemir, tally, temporaries, write_tones
+from .helpers import (
+    assert_complete,
+    assert_no_corrupt,
+    outputs,
+    records,
+    run_jukemir,
+    tally,
+    temporaries,
+    write_tones,
+)
 
 pytestmark = pytest.mark.fault
 PAGE = 4096

@@ -11,10 +11,10 @@ Layout (the original's; docs/architecture.md), under ``$JUKEMIR_CACHE_DIR``
 
 Directories are created on demand by the functions that return them.
 
-A representation's folder is named by :func:`folder_name`: names that are
-safe as one path component (``chroma``, ``mert-v1-95m``) are used as they are;
-others (``hf:facebook/wav2vec2-base``, ``my_pkg.reps:MyRep``) become a readable
-slug plus 8 hex digits of the name's sha1, e.g. ``hf-facebook-wav2vec2-base-f9544348``.
+A representation's folder is named by :func:`folder_name`: valid names
+(``chroma``, ``mert-v1-95m``) are used as they are; names with a ``:``
+(``hf:facebook/wav2vec2-base``, ``my_pkg.reps:MyRep``) become a readable slug
+plus 8 hex digits of the name's sha1, e.g. ``hf-facebook-wav2vec2-base-f9544348``.
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ def check_name(name: str, what: str = "name") -> str:
 def folder_name(representation: str) -> str:
     """The folder name of a representation (deterministic, and ``folder_name(folder_name(x)) == folder_name(x)``).
 
-    A name :func:`check_name` accepts is its own folder name. Any other name
-    (``hf:facebook/wav2vec2-base``, ``my_pkg.reps:MyRep``) becomes its runs of
-    other characters replaced by ``-`` (at most 100 characters), then ``-`` and
-    the first 8 hex digits of the sha1 of the name, so that two names never
-    share a folder: ``hf:facebook/wav2vec2-base`` -> ``hf-facebook-wav2vec2-base-f9544348``.
+    A name :func:`check_name` accepts is its own folder name. A name with a
+    ``:`` (``hf:facebook/wav2vec2-base``, ``hear:hearbaseline.vqt``,
+    ``my_pkg.reps:MyRep``) becomes its runs of other characters replaced by
+    ``-`` (at most 100 characters), then ``-`` and the first 8 hex digits of the
+    sha1 of the name, so that two names never share a folder:
+    ``hf:facebook/wav2vec2-base`` -> ``hf-facebook-wav2vec2-base-f9544348``.
+    Any other name is refused as :func:`check_name` refuses it (``a/b``, ``../x``).
     """
-    if not isinstance(representation, str) or not representation:
-        raise UserError(f"a representation name must be a non-empty string, got {representation!r}")
+    if not isinstance(representation, str) or ":" not in representation:
+        return check_name(representation, "representation")
     if NAME_PATTERN.match(representation):
         return representation
     slug = re.sub(r"[^A-Za-z0-9_.+-]+", "-", representation)[:100].strip("-._+") or "representation"

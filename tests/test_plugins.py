@@ -51,9 +51,12 @@ def test_folder_names_are_safe_and_deterministic():
     )
     assert cache.folder_name(name) == name == cache.folder_name("hf:facebook/wav2vec2-base")
     assert cache.folder_name("hf:facebook/wav2vec2-base") != cache.folder_name("hf:facebook:wav2vec2-base")
-    for weird in ("..", "/", "a/../../b", "x" * 300, "é:ü"):
+    for weird in ("hf:..", "x:/", "hf:a/../../b", "hf:" + "x" * 300, "é:ü", "a:b:c"):
         folder = cache.folder_name(weird)
         assert cache.check_name(folder) == folder and len(folder) <= 109  # a valid cache name
+    for bad in ("..", "a/b", "../../outside", "", "x" * 300):  # no ':': not a representation name
+        with pytest.raises(ValueError, match="is not a valid name"):
+            cache.folder_name(bad)
     assert cache.representations_dir("ds", "pkg.mod:Cls", create=False).name == cache.folder_name(
         "pkg.mod:Cls"
     )

@@ -119,10 +119,14 @@ def load_audio(
         else:
             audio = np.stack([resample(ch, native_sr, int(sample_rate), resampler) for ch in audio])
     if normalize:
-        peak = float(np.max(np.abs(audio)))
-        if peak > 0:
-            audio = audio / peak
+        audio = peak_normalize(audio)
     return audio.astype(np.float32, copy=False)
+
+
+def peak_normalize(audio: np.ndarray) -> np.ndarray:
+    """``audio`` divided by its peak absolute value when that is > 0 (else unchanged)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio / peak if peak > 0 else audio
 
 
 def _decoder_reason(path: Path, exc: Exception) -> str:

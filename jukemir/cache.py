@@ -10,10 +10,16 @@ Layout (the original's; docs/architecture.md), under ``$JUKEMIR_CACHE_DIR``
     models/<representation>/...                           converted model weights
 
 Directories are created on demand by the functions that return them.
+
+A representation's folder is named by :func:`folder_name`: valid names
+(``chroma``, ``mert-v1-95m``) are used as they are; names with a ``:``
+(``hf:facebook/wav2vec2-base``, ``my_pkg.reps:MyRep``) become a readable slug
+plus 8 hex digits of the name's sha1, e.g. ``hf-facebook-wav2vec2-base-f9544348``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -39,6 +45,25 @@ def check_name(name: str, what: str = "name") -> str:
             "(starting with a letter or digit, at most 128 characters)"
         )
     return name
+
+
+def folder_name(representation: str) -> str:
+    """The folder name of a representation (deterministic, and ``folder_name(folder_name(x)) == folder_name(x)``).
+
+    A name :func:`check_name` accepts is its own folder name. A name with a
+    ``:`` (``hf:facebook/wav2vec2-base``, ``hear:hearbaseline.vqt``,
+    ``my_pkg.reps:MyRep``) becomes its runs of other characters replaced by
+    ``-`` (at most 100 characters), then ``-`` and the first 8 hex digits of the
+    sha1 of the name, so that two names never share a folder:
+    ``hf:facebook/wav2vec2-base`` -> ``hf-facebook-wav2vec2-base-f9544348``.
+    Any other name is refused as :func:`check_name` refuses it (``a/b``, ``../x``).
+    """
+    if not isinstance(representation, str) or ":" not in representation:
+        return check_name(representation, "representation")
+    if NAME_PATTERN.match(representation):
+        return representation
+    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "-", representation)[:100].strip("-._+") or "representation"
+    return f"{slug}-{hashlib.sha1(representation.encode('utf-8')).hexdigest()[:8]}"
 
 
 def cache_dir(create: bool = True) -> Path:
@@ -73,16 +98,16 @@ def processed_dir(dataset: str | None = None, create: bool = True) -> Path:
 def representations_dir(
     dataset: str | None = None, representation: str | None = None, create: bool = True
 ) -> Path:
-    """Features: ``<cache>/representations[/<dataset>[/<representation>]]``."""
-    parts = [p for p in (dataset, representation) if p]
+    """Features: ``<cache>/representations[/<dataset>[/<folder_name(representation)>]]``."""
+    parts = [p for p in (dataset, representation and folder_name(representation)) if p]
     return _sub("representations", *parts, create=create)
 
 
 def probes_dir(
     dataset: str | None = None, representation: str | None = None, create: bool = True
 ) -> Path:
-    """Trained probes: ``<cache>/probes[/<dataset>[/<representation>]]``."""
-    parts = [p for p in (dataset, representation) if p]
+    """Trained probes: ``<cache>/probes[/<dataset>[/<folder_name(representation)>]]``."""
+    parts = [p for p in (dataset, representation and folder_name(representation)) if p]
     return _sub("probes", *parts, create=create)
 
 

@@ -45,6 +45,23 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _layers(text: str) -> list[int] | str:
+    return "all" if text.strip() == "all" else _int_list(text)
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value): the value as JSON when it parses (numbers, true, null, lists), else the text."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python identifier, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
 # ---------------------------------------------------------------- extract
 def _add_extract(sub):
     p = sub.add_parser(
@@ -56,11 +73,14 @@ def _add_extract(sub):
         "status is non-zero if any file failed. Failures are also logged to\n"
         "OUTPUT_DIR/.jukemir/errors.jsonl.",
     )
-    p.add_argument("representation", help="chroma, mfcc, choi, musicnn, clmr or jukebox")
+    p.add_argument("representation", help="chroma, mfcc, choi, musicnn, clmr, jukebox, mert-v1-95m, mert-v1-330m, "
+                   "clap-music, an installed plugin's name, hf:<model id or folder>, hear:<module> or module:Class")
     p.add_argument("input_dir", nargs="?", default=None,
                    help="folder of audio files (default in a container: /input)")
     p.add_argument("output_dir", nargs="?", default=None,
                    help="folder for the <stem>.npy outputs, created if needed (default in a container: /output)")
+    p.add_argument("--dataset", default=None, help="instead of INPUT_DIR OUTPUT_DIR: <cache>/processed/DATASET/wav into "
+                   "<cache>/representations/DATASET/<the representation's folder name>")
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="files per batch (with --batch_idx)")
     p.add_argument("--batch_idx", "--batch-idx", type=int, default=None, help="process only batch I of the sorted list")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
@@ -70,10 +90,14 @@ def _add_extract(sub):
     p.add_argument("--representations", default=None, help=argparse.SUPPRESS)  # the original's unused flag
     _executor_args(p)
     g = p.add_argument_group("model options (each applies to the representation named)")
-    g.add_argument("--weights", default=None, help="local weights instead of the download: choi: folder of weights_layer{0..4}_theano.hdf5; musicnn: TF checkpoint folder or .npz; clmr: checkpoint; jukebox: folder with vqvae.pth.tar and prior_level_2.pth.tar")
+    g.add_argument("--weights", default=None, help="local weights instead of the download: choi: folder of weights_layer{0..4}_theano.hdf5; musicnn: TF checkpoint folder or .npz; clmr: checkpoint; jukebox: folder with vqvae.pth.tar and prior_level_2.pth.tar; mert-v1-*: folder in the Hugging Face format; clap-music: checkpoint")
     g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None, help="jukebox arithmetic (default: bf16; fp32 = the original's)")
-    g.add_argument("--layers", type=_int_list, default=None, help="jukebox: comma-separated block outputs, e.g. 12,24,36 (default: 36, the paper's)")
-    g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox: mean over time (default), or keep the time axis")
+    g.add_argument("--layers", type=_layers, default=None, help="jukebox: comma-separated block outputs, e.g. 12,24,36 (default: 36, the paper's); "
+                   "mert, hf: hidden states, 0 = the transformer's input, all = every one (default: the last block)")
+    g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox, mert, hf: mean over time (default), or keep the time axis")
+    g.add_argument("--window-seconds", type=float, default=None, help="mert, hf: window length (default: mert 5, hf 10); 0 = the whole clip at once")
+    g.add_argument("-O", "--option", type=_option, action="append", default=None, metavar="KEY=VALUE",
+                   help="any other option of the representation (e.g. a plugin's), VALUE as JSON or text; repeatable")
     g.add_argument("--allow-short", action="store_true", default=None, help="jukebox: accept clips shorter than 8192 tokens (about 23.8 s)")
     g.add_argument("--model", dest="model", default=None, help="musicnn: MSD_musicnn_big (default, the paper's), MSD_musicnn, MTT_musicnn; jukebox: 5b (default)")
     g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 (default) = the original's rounding, which can give inf; float32 = fixed")
@@ -97,8 +121,8 @@ def _executor(args):
     return get_executor(args.executor, address=args.address) if args.executor != "local" else None
 
 
-REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame", "handcrafted_librosa",
-               "max_seconds")
+REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats",
+               "clmr_frame", "handcrafted_librosa", "max_seconds", "window_seconds")  # fmt: skip
 
 
 CONTAINER_INPUT, CONTAINER_OUTPUT = "/input", "/output"
@@ -108,6 +132,13 @@ def _extract_folders(args) -> tuple[str, str]:
     """INPUT_DIR and OUTPUT_DIR, or the container's /input and /output when they are left out there."""
     usage = f"jukemir extract {args.representation} INPUT_DIR OUTPUT_DIR"
     input_dir, output_dir = args.input_dir, args.output_dir
+    if args.dataset is not None:
+        from . import cache
+
+        if input_dir is not None or output_dir is not None:
+            raise UserError("give either --dataset or INPUT_DIR OUTPUT_DIR, not both")
+        return (str(cache.processed_dir(args.dataset, create=False) / "wav"),
+                str(cache.representations_dir(args.dataset, args.representation, create=False)))  # fmt: skip
     if input_dir is None:
         if not os.path.isdir(CONTAINER_INPUT):
             raise UserError(f"no INPUT_DIR given (and no {CONTAINER_INPUT}, a container's default): {usage}")
@@ -124,6 +155,7 @@ def _cmd_extract(args) -> int:
 
     input_dir, output_dir = _extract_folders(args)
     options = {k: getattr(args, k) for k in REP_OPTIONS if getattr(args, k) is not None}
+    options.update(dict(args.option or ()))
     if args.device is not None:
         options["device"] = args.device
     executor = _executor(args)
@@ -304,11 +336,11 @@ def _add_grid_config(sub):
 
 def _check_pair(dataset: str, representation: str) -> None:
     """Refuse an unknown dataset or a representation name that cannot be a folder, before any work."""
-    from .cache import check_name
+    from .cache import folder_name
     from .datasets import get_dataset
 
     get_dataset(dataset)
-    check_name(representation, "representation")
+    folder_name(representation)  # hf:org/model, module:Class: stored under a folder name of their own
 
 
 def _cmd_grid_config(args) -> int:
@@ -424,10 +456,12 @@ def _add_report(sub):
 
 def _cmd_report(args) -> int:
     from .probe.evaluate import evaluate
-    from .report import comparison_table, write_report
+    from .report import comparison_table, side_by_side_table, write_report
 
     rows = evaluate(args.dataset, args.representation, split="test")
     print(comparison_table(rows))
+    print()
+    print(side_by_side_table(rows))
     print(f"report: {write_report(args.out, rows=rows)}")
     return 0
 

@@ -19,7 +19,9 @@ and ``<out>/results.json``:
 
 The paper's numbers live in one data file, ``jukemir/data/paper_results.json``
 (:func:`paper_results`); :func:`comparison_table` formats them beside ours for
-``jukemir report`` and ``reproduce/6_evaluate.sh``.
+``jukemir report`` and ``reproduce/6_evaluate.sh``, and :func:`side_by_side_table`
+puts any number of evaluated representations (plugins, ``hf:`` models, MERT,
+CLAP, ...) in columns beside the paper's six.
 """
 
 from __future__ import annotations
@@ -125,6 +127,55 @@ def comparison_table(rows: Sequence[dict]) -> str:
     lines += ["", f"Metrics x 100 on the {splits} split; paper: test split; difference = ours - paper."]
     lines += [f"{note}." for note in _footnotes(comps)]
     return "\n".join(lines)
+
+
+def side_by_side(rows: Sequence[dict]) -> dict:
+    """Every representation evaluated beside the paper's six, per dataset x headline metric (x100).
+
+    Returns ``{"columns": [(label, kind)], "lines": [{"dataset", "metric", "cells": [value or None]}],
+    "marks": [mark per cell]}`` where the columns are the paper's six representations
+    (``kind`` "paper", their published numbers) then each representation of
+    ``rows`` (``kind`` "ours", in the order of ``rows``), any number of them.
+    Lines are the paper's dataset x metric columns first (all of them when a
+    paper dataset was evaluated), then any other dataset's metrics.
+    """
+    paper = paper_results()
+    published = paper["results"]
+    ours_reps = list(dict.fromkeys(r["representation"] for r in rows))
+    ours = {(r["dataset"], m, r["representation"]): 100 * r[r["split"]][m] for r in rows for m in r["headline"]}
+    keys = [tuple(k.split("/")) for k in paper["columns"] if k.split("/")[0] in {r["dataset"] for r in rows}]
+    keys += [(r["dataset"], m) for r in rows for m in r["headline"] if (r["dataset"], m) not in keys]
+    keys = list(dict.fromkeys(keys))
+    columns = [(rep, "paper") for rep in published] + [(rep, "ours") for rep in ours_reps]
+    lines, marks = [], []
+    for ds, metric in keys:
+        cells, line_marks = [], []
+        for rep, kind in columns:
+            if kind == "paper":
+                entry = published[rep].get(f"{ds}/{metric}")
+                cells.append(entry["value"] if entry else None)
+                line_marks.append(mark(entry["confirmation"]) if entry else "")
+            else:
+                cells.append(ours.get((ds, metric, rep)))
+                line_marks.append("")
+        lines.append({"dataset": ds, "metric": metric, "cells": cells})
+        marks.append(line_marks)
+    return {"columns": columns, "lines": lines, "marks": marks}
+
+
+def side_by_side_table(rows: Sequence[dict]) -> str:
+    """Markdown of :func:`side_by_side`: one line per dataset x metric, the paper's six then ours (x100)."""
+    table = side_by_side(rows)
+    head = [f"{rep} (paper)" if kind == "paper" else rep for rep, kind in table["columns"]]
+    out = ["| dataset | metric | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
+    for line, marks in zip(table["lines"], table["marks"]):
+        cells = ["–" if v is None else f"{v:.1f}{m}" for v, m in zip(line["cells"], marks)]
+        out.append(f"| {line['dataset']} | {line['metric']} | " + " | ".join(cells) + " |")
+    out += ["", "Test metrics x 100; (paper): the paper's published numbers; the others: this cache's selected probes."]
+    used = {m for marks in table["marks"] for m in marks if m}
+    meanings = paper_results()["confirmation"]
+    out += [f"{mark(s)} {meanings[s]}." for s in meanings if mark(s) in used]
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- figures
@@ -430,7 +481,7 @@ def feature_provenance(dataset: str, representation: str) -> dict:
     """What the folder runner recorded about a feature folder (``.jukemir/provenance/<stem>.json``).
 
     Returns ``{"folder", "features" (number of .npy files), "with_record", "records"
-    (each distinct representation/version/options/shape with its count), "written"
+    (each distinct representation/version/options/package/shape with its count), "written"
     ([first, last] record time, ISO 8601 UTC, or None)}``.
     """
     from .representations.folder import STATE_DIR
@@ -441,7 +492,8 @@ def feature_provenance(dataset: str, representation: str) -> dict:
     for path in sorted((folder / STATE_DIR / "provenance").glob("*.json")):
         record = read_json(path)
         key = json.dumps(
-            {k: record.get(k) for k in ("representation", "version", "options", "shape")}, sort_keys=True
+            {k: record.get(k) for k in ("representation", "version", "options", "package", "shape") if k in record},
+            sort_keys=True,
         )
         counts[key] = counts.get(key, 0) + 1
         times.append(path.stat().st_mtime)
@@ -559,13 +611,14 @@ def _write_report(out_dir, datasets, representations, rows) -> Path:
     paper = paper_results()
     summary = "\n\n".join([
         "# jukemir results", results_table(rows), "## Beside the paper", comparison_table(rows),
+        "## Side by side with the paper's six", side_by_side_table(rows),
         f"Paper: {paper['source']}", f"Generated {provenance['created']} by jukemir {__version__}.",
     ])  # fmt: skip
     with atomic_write(out / "summary.md", "w") as handle:
         handle.write(summary + "\n")
     write_json(out / "results.json", {"rows": rows, "comparison": comps, "provenance": provenance})
     with atomic_write(out / "index.html", "w") as handle:
-        handle.write(_html_page(comps, sections, provenance, paper))
+        handle.write(_html_page(comps, sections, provenance, paper, _html_side_by_side(rows)))
     return out / "index.html"
 
 
@@ -573,6 +626,7 @@ STYLE = (
     "body{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     "td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}.unconfirmed{color:#a35200}"
+    "table.wide td:nth-child(3){text-align:right}"
     "img{max-width:100%}figure{margin:1.2em 0}figcaption{color:#444;font-size:90%}"
     "pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:80%}"
 )
@@ -590,7 +644,18 @@ def _html_table(comps: Sequence[dict]) -> str:
     return "<table>" + head + "".join(body) + "</table>"
 
 
-def _html_page(comps, sections, provenance, paper) -> str:
+def _html_side_by_side(rows) -> str:
+    table = side_by_side(rows)
+    e = html.escape
+    head = "".join(f"<th>{e(rep)}{' (paper)' if kind == 'paper' else ''}</th>" for rep, kind in table["columns"])
+    body = []
+    for line, marks in zip(table["lines"], table["marks"]):
+        cells = "".join(f"<td>{'–' if v is None else f'{v:.1f}{e(m)}'}</td>" for v, m in zip(line["cells"], marks))
+        body.append(f"<tr><td>{e(line['dataset'])}</td><td>{e(line['metric'])}</td>{cells}</tr>")
+    return f"<table class='wide'><tr><th>dataset</th><th>metric</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _html_page(comps, sections, provenance, paper, wide: str) -> str:
     e = html.escape
     body = [
         "<h1>jukemir results</h1>",
@@ -602,6 +667,8 @@ def _html_page(comps, sections, provenance, paper) -> str:
         "<h2>What the metrics mean</h2><ul>"
         + "".join(f"<li>{e(text)}</li>" for text in metric_notes(c["dataset"] for c in comps))
         + "</ul>",
+        "<h2>Side by side with the paper's six</h2>",
+        wide,
     ]
     for title, figures in sections:
         body.append(f"<h2>{e(title)}</h2>")

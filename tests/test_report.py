@@ -163,3 +163,38 @@ def test_report_without_runs_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished probe runs"):
         write_report(tmp_path / "report")
     assert main(["report", "--out", str(tmp_path / "report")]) != 0
+
+
+def test_side_by_side_with_the_papers_six():
+    """Any number of representations become columns beside the paper's six published ones."""
+    from jukemir.report import side_by_side, side_by_side_table
+
+    def row(dataset, rep, **metrics):
+        return {
+            "dataset": dataset,
+            "representation": rep,
+            "split": "test",
+            "headline": list(metrics),
+            "test": metrics,
+        }
+
+    rows = [
+        row("gtzan_ff", "mert-v1-95m", accuracy=0.8),
+        row("gtzan_ff", "hf-facebook-wav2vec2-base-f9544348", accuracy=0.5),
+        row("gtzan_ff", "jukebox", accuracy=0.79),
+        row("synthetic", "mert-v1-95m", score=0.4),
+    ]
+    table = side_by_side(rows)
+    paper = paper_results()["results"]
+    assert [c for c, kind in table["columns"] if kind == "paper"] == list(paper)
+    assert [c for c, kind in table["columns"] if kind == "ours"] == ["mert-v1-95m", "hf-facebook-wav2vec2-base-f9544348",
+                                                                     "jukebox"]  # fmt: skip
+    lines = {(ln["dataset"], ln["metric"]): ln["cells"] for ln in table["lines"]}
+    assert list(lines) == [("gtzan_ff", "accuracy"), ("synthetic", "score")]
+    gtzan = lines[("gtzan_ff", "accuracy")]
+    assert gtzan[:6] == [paper[r]["gtzan_ff/accuracy"]["value"] for r in paper]
+    assert gtzan[6:] == pytest.approx([80.0, 50.0, 79.0])
+    assert lines[("synthetic", "score")] == [None] * 6 + [pytest.approx(40.0), None, None]
+    text = side_by_side_table(rows)
+    assert "| dataset | metric | jukebox (paper) | clmr (paper) |" in text and "| mert-v1-95m |" in text
+    assert "| synthetic | score | – | – | – | – | – | – | 40.0 | – | – |" in text

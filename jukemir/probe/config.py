@@ -3,7 +3,9 @@
 A config is a ``dict`` (so ``json.dumps(cfg)`` is the config file) holding
 every field, defaults filled in, in the original's order. Its :meth:`uid` is
 the sha1 of ``json.dumps(cfg, indent=2, sort_keys=True)``, so a run here and a
-run of the original with the same settings share a folder name.
+run of the original with the same settings share a folder name. The
+``representation`` field holds the representation's folder name
+(:func:`jukemir.cache.folder_name`; the name itself for the paper's six).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import os
 
+from .. import cache
 from ..errors import UserError
 
 DEFAULTS = {
@@ -85,6 +88,8 @@ class ProbeConfig(dict):
             if name not in DEFAULTS:
                 raise UserError(f"Unknown field {name} specified")
         super().__init__((name, given.get(name, default)) for name, default in DEFAULTS.items())
+        if isinstance(self["representation"], str) and self["representation"]:
+            self["representation"] = cache.folder_name(self["representation"])  # e.g. hf:org/model
         try:
             json.dumps(self)
         except (TypeError, ValueError):

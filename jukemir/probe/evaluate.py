@@ -32,7 +32,7 @@ def headline_metrics(spec) -> list[str]:
 def find_runs(dataset: str, representation: str, root: str | Path | None = None) -> list[Path]:
     """Finished run folders (those with metrics.json) of a dataset x representation, sorted by uid."""
     root = Path(root) if root is not None else cache.probes_dir(create=False)
-    folder = root / dataset / representation
+    folder = root / dataset / cache.folder_name(representation)
     return sorted((p.parent for p in folder.glob("*/metrics.json")), key=lambda p: p.name)
 
 
@@ -58,8 +58,10 @@ def select_best(run_dirs: Sequence[Path], metric: str = "primary") -> tuple[Path
 
 def discover_pairs(datasets: Sequence[str] | None = None, representations: Sequence[str] | None = None,
                    root: str | Path | None = None) -> list[tuple[str, str]]:  # fmt: skip
-    """(dataset, representation) pairs that have at least one finished run, sorted."""
+    """(dataset, representation folder name) pairs that have at least one finished run, sorted."""
     root = Path(root) if root is not None else cache.probes_dir(create=False)
+    if representations is not None:
+        representations = [cache.folder_name(r) for r in representations]
     pairs = set()
     for metrics in root.glob("*/*/*/metrics.json"):
         ds, rep = metrics.parts[-4], metrics.parts[-3]
@@ -92,9 +94,10 @@ def evaluate_pair(
     root = Path(probes_root) if probes_root is not None else cache.probes_dir(create=False)
     runs = find_runs(dataset, representation, root)
     if not runs:
-        raise NotFoundError(f"{root / dataset / representation}: no finished probe runs; run `jukemir probe` first")
+        raise NotFoundError(f"{root / dataset / cache.folder_name(representation)}: no finished probe runs; "
+                            "run `jukemir probe` first")  # fmt: skip
     if expected_num_runs is not None and len(runs) != expected_num_runs:
-        raise UserError(f"{root / dataset / representation}: {len(runs)} finished runs, expected {expected_num_runs}")
+        raise UserError(f"{runs[0].parent}: {len(runs)} finished runs, expected {expected_num_runs}")
     best_dir, valid = select_best(runs, metric)
     probe = load_probe_dir(best_dir, device=device)
     data = load_probe_data(dataset, representation, seed=probe.cfg["seed"], nonfinite=nonfinite,
@@ -105,7 +108,7 @@ def evaluate_pair(
     spec = get_dataset(dataset, processed_root)
     return {
         "dataset": dataset,
-        "representation": representation,
+        "representation": cache.folder_name(representation),
         "task": spec.task,
         "primary": spec.primary,
         "headline": headline_metrics(spec),

@@ -233,7 +233,7 @@ def load_probe_data(
     if representations_root is None:
         feature_dir = cache.representations_dir(dataset, representation, create=False)
     else:
-        feature_dir = Path(representations_root) / dataset / representation
+        feature_dir = Path(representations_root) / dataset / cache.folder_name(representation)
     if not feature_dir.is_dir():
         raise NotFoundError(f"{feature_dir}: no features of {dataset}/{representation}; run `jukemir extract` first")
 
@@ -450,7 +450,7 @@ def load_probe(dataset: str, representation: str, uid: str, root: str | Path | N
                device=None) -> Probe:  # fmt: skip
     """Load the run ``<root>/<dataset>/<representation>/<uid>/`` saved by :meth:`Probe.save`."""
     root = Path(root) if root is not None else cache.probes_dir(create=False)
-    return load_probe_dir(root / dataset / representation / uid, device=device)
+    return load_probe_dir(root / dataset / cache.folder_name(representation) / uid, device=device)
 
 
 def load_probe_dir(folder: str | Path, device=None) -> Probe:
@@ -1068,6 +1068,7 @@ def train_grid(
     per config, in the order of ``cfgs`` (metrics: validation metrics).
     """
     cfgs = [ProbeConfig(c) for c in cfgs]
+    representation = cache.folder_name(representation)
     for cfg in cfgs:
         if (cfg["dataset"], cfg["representation"]) != (dataset, representation):
             raise UserError(f"config {cfg.uid()} is for {cfg['dataset']}/{cfg['representation']}, "

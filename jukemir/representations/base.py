@@ -88,8 +88,15 @@ class Representation:
         return features.astype(np.float32, copy=False)
 
     def provenance(self) -> dict:
-        """What identifies this representation's outputs: name, version, options."""
-        return {"representation": self.name, "version": self.version, "options": self.options()}
+        """What identifies this representation's outputs: name, version, options, and for a class
+        from another package (a plugin) that package's distribution and version."""
+        from .plugins import distribution_of
+
+        record = {"representation": self.name, "version": self.version, "options": self.options()}
+        package = distribution_of(type(self))
+        if package is not None:
+            record["package"] = package
+        return record
 
 
 def check_keys(found: dict[str, tuple], expected: dict[str, tuple], what: str) -> None:

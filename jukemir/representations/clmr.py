@@ -181,7 +181,7 @@ def read_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         kind = type(obj).__name__
-        raise UserError(f"{path}: expected a dict (a Lightning checkpoint or a state dict), got {kind}")  # noqa: TRY004
+        raise UserError(f"{path}: expected a dict (a Lightning checkpoint or a state dict), got {kind}")
     if "pytorch-lightning_version" in obj:
         state, prefix = obj.get("state_dict"), ENCODER_PREFIX
         if not isinstance(state, dict):

@@ -208,13 +208,13 @@ class _Output:
             data = self.npy.read_bytes()
             array = parse_npy(data, self.npy)
             rep.check_output(array)
-        except Exception:  # noqa: BLE001 - any unreadable or wrong-shaped output is stale
+        except Exception:
             return "stale"
         if not self.record.exists():
             return "foreign"
         try:
             record = read_json(self.record)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return "stale"
         expected = dict(self.provenance, source=_source_record(self.src))
         same = all(record.get(k) == v for k, v in expected.items())
@@ -366,7 +366,7 @@ def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers
     def load(out: _Output):
         try:
             return rep.load(out.src), None
-        except Exception as exc:  # noqa: BLE001 - reported per file
+        except Exception as exc:
             return None, exc
 
     held_elsewhere = []  # (group, outputs another worker held when this run reached them)
@@ -453,7 +453,7 @@ def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=Fal
             features = rep.batch(audios)
         except DiskFullError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if rep.batch_dependent or len(ok) == 1:
                 for out, _ in ok:
                     if out in claimed:
@@ -463,7 +463,7 @@ def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=Fal
             for out, audio in ok:  # isolate the file that broke the batch
                 try:
                     features.extend(rep.batch([audio]))
-                except Exception as exc1:  # noqa: BLE001
+                except Exception as exc1:
                     features.append(exc1)
         for (out, _), feat in zip(ok, features):
             if out not in claimed:

@@ -1,0 +1,11 @@
+"""The choi representation as a HEAR 2021 module (see :mod:`jukemir.hear`)."""
+
+from . import get_scene_embeddings, get_timestamp_embeddings, load
+
+
+def load_model(model_file_path: str = ""):
+    """The choi representation as a HEAR model; a non-empty ``model_file_path`` is its ``weights``."""
+    return load("choi", model_file_path)
+
+
+__all__ = ["get_scene_embeddings", "get_timestamp_embeddings", "load_model"]

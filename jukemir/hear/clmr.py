@@ -1,0 +1,11 @@
+"""The clmr representation as a HEAR 2021 module (see :mod:`jukemir.hear`)."""
+
+from . import get_scene_embeddings, get_timestamp_embeddings, load
+
+
+def load_model(model_file_path: str = ""):
+    """The clmr representation as a HEAR model; a non-empty ``model_file_path`` is its ``weights``."""
+    return load("clmr", model_file_path)
+
+
+__all__ = ["get_scene_embeddings", "get_timestamp_embeddings", "load_model"]

@@ -177,7 +177,7 @@ class ResAttnBlock(nn.Module):
 
     def forward(self, x, compute_dtype: torch.dtype):
         x_a = x + self.attn(self.ln_0(x).to(compute_dtype))  # float32 + compute dtype -> float32
-        return x_a + self.mlp(self.ln_1(x_a).to(compute_dtype))
+        return x_a.add_(self.mlp(self.ln_1(x_a).to(compute_dtype)))  # x_a is this block's own: in place
 
 
 class Transformer(nn.Module):

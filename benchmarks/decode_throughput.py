@@ -104,7 +104,9 @@ def check_file(path: Path) -> None:
             continue
         ref = librosa.resample(x, orig_sr=native, target_sr=target, res_type="kaiser_best")
         new = sinc.resample(x, native, target, version=A.RESAMPY_VERSION)
-        print(f"  {native} -> {target}: {np.abs(new - ref).max():.3g} (identical samples {np.mean(new == ref):.6f})")
+        print(
+            f"  {native} -> {target}: {np.abs(new - ref).max():.3g} (identical samples {np.mean(new == ref):.6f})"
+        )
 
 
 def _resampy_version() -> str:
@@ -123,8 +125,12 @@ def main() -> None:
     p.add_argument("--sr", type=int, default=22050, help="rate of the written clips")
     p.add_argument("--workers", default="1,2", help="comma-separated thread counts")
     p.add_argument("--which", default="new,old", help="comma-separated: new, old")
-    p.add_argument("--rates", action="store_true", help="also time one thread per project rate pair (new vs old)")
-    p.add_argument("--check", type=Path, default=None, help="an audio file: new vs resampy at 44.1/22.05/16 kHz")
+    p.add_argument(
+        "--rates", action="store_true", help="also time one thread per project rate pair (new vs old)"
+    )
+    p.add_argument(
+        "--check", type=Path, default=None, help="an audio file: new vs resampy at 44.1/22.05/16 kHz"
+    )
     args = p.parse_args()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()[0]:.1f}; "
           f"jukemir.sinc as resampy {A.RESAMPY_VERSION}, old: resampy {_resampy_version()} via librosa")  # fmt: skip
@@ -140,7 +146,9 @@ def main() -> None:
             for workers in (int(w) for w in args.workers.split(",")):
                 cold, rate, out = measure(decoders[name], files, workers)
                 outputs[name] = out
-                print(f"  {name}: {workers:2d} threads {rate:7.2f} clips/s   (first call, cold: {cold:.2f} s)")
+                print(
+                    f"  {name}: {workers:2d} threads {rate:7.2f} clips/s   (first call, cold: {cold:.2f} s)"
+                )
         if len(outputs) == 2:
             diff = max(float(np.abs(a - b).max()) for a, b in zip(outputs["new"], outputs["old"]))
             print(f"  max |new - old| over the clips: {diff:.3g}")

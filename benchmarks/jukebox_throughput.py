@@ -358,7 +358,7 @@ def main() -> None:
         ref = features.get("fp32")
         if ref is None and args.reference:
             with np.load(args.reference) as saved:
-                ref = saved["fp32"] if "fp32" in saved else None
+                ref = saved.get("fp32")
         if ref is not None:
             print("fidelity vs fp32 (pooled features, same clips, same random weights):")
             for mode in modes:

@@ -55,7 +55,6 @@ from jukemir.datasets import get_dataset
 from jukemir.probe.config import ProbeConfig
 from jukemir.probe.grid import paper_grid_cfgs
 from jukemir.probe.train import ProbeData, _make_adam, group_key, plan_groups, train_probe, train_probes
-
 from jukemir.representations import DIMS
 
 # (train, valid, test) examples of each dataset's probe splits (REFERENCE 6)

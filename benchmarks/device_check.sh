@@ -10,7 +10,7 @@
 #                model only for bf16, bf16+fuse, fp32, tf32 (batch 1/8/16 clips/s, TFLOP/s, share of
 #                peak, peak GPU memory), fidelity of each vs fp32 (cosine, relative L2 error) at full
 #                size on random weights, and the torch.profiler table of one bf16 forward by category
-#   decode.log   decoding clips/s with 1, 8 and 16 threads: jukemir.sinc vs librosa/resampy, warm
+#   decode.log   decoding clips/s with 1 and 16 threads: jukemir.sinc vs librosa/resampy, warm
 #   compile.log  bf16+fuse+compile model only (batch 16: one shape, one compilation), fidelity vs fp32
 #   grid.log     probe_grid.py --paper: as many pairs of the paper grid as fit in what time is left,
 #                cheapest first (the whole grid needs a longer lease: see benchmarks/README.md)
@@ -106,7 +106,7 @@ if [[ $DRY == 0 ]]; then
   step jukebox jukebox.log 200 "$PYTHON" $B/jukebox_throughput.py --modes bf16,bf16+fuse,fp32,tf32 \
     --batch-sizes 1,8,16 --batch-size 8 --workers 16 --clips 32 --fp32-clips 8 --profile \
     --features-out "$SCRATCH/features.npz"
-  step decode decode.log 60 "$PYTHON" $B/decode_throughput.py --clips 48 --workers 1,8,16
+  step decode decode.log 75 "$PYTHON" $B/decode_throughput.py --clips 32 --workers 1,16
   step compile compile.log 150 "$PYTHON" $B/jukebox_throughput.py --modes bf16+fuse+compile --batch-sizes 16 \
     --batch-size 16 --workers 16 --clips 32 --no-e2e --reference "$SCRATCH/features.npz"
   step grid grid.log $(($(left) - 10)) "$PYTHON" $B/probe_grid.py --paper --device cuda --precision bf16 \

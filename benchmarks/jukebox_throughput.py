@@ -1,19 +1,31 @@
-"""Jukebox extraction throughput and memory: the full 5B prior truncated to 36 blocks, random weights.
+"""Jukebox extraction throughput, memory, fidelity and a kernel profile: the 5B prior truncated to 36 blocks, random weights.
 
 Builds the model the representation uses (VQ-VAE top-level encoder + top prior
 truncated after the deepest layer, on the meta device, random weights drawn on
 the device), writes N synthetic GTZAN-like clips (30 s at 22,050 Hz, so the
 44.1 kHz resampling is paid as in the benchmarks), then measures
 
-* end to end: ``run_folder`` (decoding threads ahead of the model, batches of
-  ``--batch-size``, atomic .npy writes) -> clips/s;
-* the model alone on decoded clips, per batch size -> clips/s, tokens/s,
-  achieved TFLOP/s, model FLOP utilisation, peak device memory;
-* decoding alone with ``--workers`` threads -> clips/s;
+* decoding alone: ``rep.load`` with ``--workers`` threads, after every thread
+  decoded one clip untimed (-> clips/s; the first, cold call printed apart);
+* for each ``--modes`` entry (``bf16``, ``fp16``, ``fp32``, ``tf32``, each
+  optionally ``+fuse`` (fuse_mlp) and ``+compile`` (torch_compile)), one model
+  at a time: the model alone on the decoded clips, per batch size, after a
+  warm-up batch of that size (kernels, allocator, compilation; its time is
+  printed) -> clips/s, tokens/s, achieved TFLOP/s, share of the device's peak,
+  peak device memory;
+* fidelity of each mode's pooled features against ``fp32`` (the original's
+  arithmetic; the paper's features were made so) on the same clips and the
+  same random weights: worst cosine similarity and worst relative L2 error;
+* end to end with the first mode: ``run_folder`` (decoding threads ahead of
+  the model, batches of ``--batch-size``, atomic .npy writes) -> clips/s;
+* ``--profile``: one forward of the first mode (eager) under torch.profiler,
+  device time by category (matrix products, attention, layer norms, casts,
+  copies/reshapes, elementwise, VQ-VAE encoder, other), and the top kernels;
 
 and prints the host-RAM arithmetic of loading the real 5B checkpoint.
 
     python benchmarks/jukebox_throughput.py                 # full size, needs a GPU (~6 GB weights)
+    python benchmarks/jukebox_throughput.py --modes bf16,bf16+fuse,bf16+fuse+compile,fp32,tf32 --profile
     python benchmarks/jukebox_throughput.py --tiny          # a tiny config, runs on a CPU in seconds
     python benchmarks/jukebox_throughput.py --ram-check     # measured peak RSS of the streaming conversion
 
@@ -25,27 +37,33 @@ that process's peak RSS, which does not grow with the file.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from decode_throughput import measure as measure_decode  # noqa: E402
+from decode_throughput import write_clips  # noqa: E402
 
 from jukemir.representations.folder import run_folder  # noqa: E402
 from jukemir.representations.jukebox import Jukebox  # noqa: E402
 from jukemir.representations.jukebox import weights as W  # noqa: E402
 
 TINY = dict(prior_width=64, prior_depth=8, heads=2, n_ctx=256, blocks=16, l_bins=256, emb_width=16, width=8, depth=2)
-# Dense bf16/fp16 tensor-core peaks (TFLOP/s) and fp32 (non-tensor-core) peaks, by device name.
-PEAKS = {"H100 PCIe": (756.0, 51.0), "H100": (989.4, 66.9), "H200": (989.4, 66.9), "A100": (312.0, 19.5)}
+# Dense bf16/fp16 tensor-core peaks, TF32 tensor-core peaks and fp32 (non-tensor-core) peaks (TFLOP/s), by device.
+PEAKS = {"H100 PCIe": (756.0, 378.0, 51.0), "H100": (989.4, 494.7, 66.9), "H200": (989.4, 494.7, 66.9),
+         "A100": (312.0, 156.0, 19.5)}  # fmt: skip
 
 
 def peak_tflops(device: torch.device, precision: str, override: float | None) -> float | None:
@@ -54,20 +72,10 @@ def peak_tflops(device: torch.device, precision: str, override: float | None) ->
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for key, (half, single) in PEAKS.items():
+    for key, (half, tf32, single) in PEAKS.items():
         if key in name:
-            return single if precision == "fp32" else half
+            return {"fp32": single, "tf32": tf32}.get(precision, half)
     return None
-
-
-def write_clips(folder: Path, n: int, seconds: float, sr: int = 22050) -> None:
-    import soundfile as sf
-
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * sr)) / sr
-    for i in range(n):
-        x = 0.3 * np.sin(2 * np.pi * (110 + 40 * i) * t) + 0.05 * rng.standard_normal(len(t))
-        sf.write(folder / f"clip{i:04d}.wav", x.astype(np.float32), sr, subtype="PCM_16")
 
 
 def sync(device: torch.device) -> None:
@@ -75,25 +83,124 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_model(rep: Jukebox, audios: list, batch_size: int, peak: float | None) -> str:
+def parse_mode(mode: str) -> dict:
+    """``bf16+fuse+compile`` -> Jukebox options."""
+    precision, *flags = mode.split("+")
+    unknown = set(flags) - {"fuse", "compile"}
+    if unknown:
+        raise SystemExit(f"unknown mode flag(s) {sorted(unknown)} in {mode!r}: use +fuse and/or +compile")
+    return {"precision": precision, "fuse_mlp": "fuse" in flags, "torch_compile": "compile" in flags}
+
+
+def measure_model(rep: Jukebox, audios: list, batch_size: int, peak: float | None) -> tuple[str, list]:
+    """One line of figures for ``batch_size``, and the features of the timed pass."""
     rep.batch_size = rep.preferred_batch = batch_size
-    rep.batch(audios[:batch_size])  # warm-up (kernels, allocator)
-    if rep.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(rep.device)
     sync(rep.device)
     start = time.perf_counter()
+    rep.batch(audios[:batch_size])  # warm-up (kernels, allocator, compilation for this shape)
+    sync(rep.device)
+    warm = time.perf_counter() - start
+    if rep.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(rep.device)
+    start = time.perf_counter()
+    features = []
     for i in range(0, len(audios), batch_size):
-        rep.batch(audios[i : i + batch_size])
+        features += rep.batch(audios[i : i + batch_size])
     sync(rep.device)
     seconds = time.perf_counter() - start
     n = len(audios)
     tflops = n * rep.flops_per_clip() / seconds / 1e12
-    mfu = f"{100 * tflops / peak:.1f}%" if peak else "n/a (pass --peak-tflops)"
+    share = f"{100 * tflops / peak:.1f}% of {peak:g}" if peak else "n/a (pass --peak-tflops)"
     memory = f"{torch.cuda.max_memory_allocated(rep.device) / 2**30:.2f} GiB" if rep.device.type == "cuda" else "n/a (CPU)"
-    return (
+    line = (
         f"  batch {batch_size:2d}: {n / seconds:8.3f} clips/s  {n * rep.prior.hps.n_ctx / seconds:10.0f} tokens/s  "
-        f"{tflops:9.4g} TFLOP/s  MFU {mfu}  peak device memory {memory}"
+        f"{tflops:9.4g} TFLOP/s  peak share {share}  peak device memory {memory}  (warm-up batch {warm:.1f} s)"
     )
+    return line, features
+
+
+def fidelity(ref: np.ndarray, out: np.ndarray) -> str:
+    """Worst and mean cosine similarity and relative L2 error of per-clip feature vectors ``out`` vs ``ref``."""
+    ref, out = ref.reshape(len(ref), -1).astype(np.float64), out.reshape(len(out), -1).astype(np.float64)
+    cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
+    rel = np.linalg.norm(out - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    return (f"cosine min {cos.min():.6f} mean {cos.mean():.6f}; relative L2 error max {rel.max():.3e} "
+            f"mean {rel.mean():.3e} ({len(ref)} clips)")  # fmt: skip
+
+
+CATEGORIES = [  # (category, aten ops): a kernel goes to the outermost op of its call stack found here
+    ("matrix products", ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")),
+    ("attention", ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention",
+                   "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention")),
+    ("layer norm", ("aten::layer_norm", "aten::native_layer_norm")),
+    ("casts", ("aten::to", "aten::_to_copy")),
+    ("copies/reshapes", ("aten::reshape", "aten::contiguous", "aten::clone", "aten::cat", "aten::pad",
+                         "aten::constant_pad_nd", "aten::copy_", "aten::zeros_like", "aten::zeros", "aten::fill_",
+                         "aten::zero_")),
+    ("elementwise (gelu, adds)", ("aten::add", "aten::add_", "aten::mul", "aten::sigmoid", "aten::silu", "aten::div")),
+]  # fmt: skip
+VQVAE_RANGE = "VQ-VAE encoder"
+
+
+def categorise(event) -> str:
+    names, node = [], event
+    while node is not None:
+        names.append(node.name)
+        node = node.cpu_parent
+    if VQVAE_RANGE in names:
+        return VQVAE_RANGE
+    for name in reversed(names):  # outermost first
+        if "CompiledFunction" in name or "Torch-Compiled Region" in name:
+            return "compiled (fused) regions"
+        for category, ops in CATEGORIES:
+            if name in ops:
+                return category
+    return "other (embeddings, pooling, ...)"
+
+
+def profile(rep: Jukebox, audios: list, batch_size: int) -> None:
+    """Device time of one forward (VQ-VAE encode + prior) by category, and the top kernels."""
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as torch_profile
+
+    cuda = rep.device.type == "cuda"
+    clips = [rep._prepare(a) for a in audios[:batch_size]]
+    rep.batch_size = batch_size
+    rep.batch(audios[:batch_size])  # warm
+    sync(rep.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof, torch.inference_mode():
+        with record_function(VQVAE_RANGE):
+            tokens = rep.encode(clips)
+        rep._embed(tokens)
+        sync(rep.device)
+
+    def self_time(ev) -> float:
+        if cuda:
+            return getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0.0)
+        return ev.self_cpu_time_total
+
+    from torch.autograd import DeviceType
+
+    totals = defaultdict(float)
+    for ev in prof.events():  # operators (CPU side): each carries the kernels it launched; kernel events
+        if ev.device_type != DeviceType.CPU:  # are listed too, and would count twice
+            continue
+        t = self_time(ev)
+        if t > 0 and ev.name != VQVAE_RANGE:
+            totals[categorise(ev)] += t
+    total = sum(totals.values())
+    what = "device (kernel) time" if cuda else "CPU self time (no GPU: the categories, not the shares, carry over)"
+    print(f"profile of one forward, batch {batch_size}, precision {rep.precision}: {total / 1e3:.1f} ms of {what}")
+    for category, t in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {category:<34} {t / 1e3:10.2f} ms  {100 * t / total:5.1f} %")
+    sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    try:
+        table = prof.key_averages().table(sort_by=sort_by, row_limit=15, max_name_column_width=60)
+    except Exception:  # noqa: BLE001 - the sort key's name changed across torch versions
+        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=60)
+    print("  top ops by self time:")
+    print("\n".join("    " + line for line in table.splitlines()))
 
 
 def ram_check() -> None:
@@ -160,14 +267,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="a tiny config (CPU smoke run)")
     p.add_argument("--device", default=None)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--modes", default="bf16", help="comma-separated, e.g. bf16,bf16+fuse,bf16+fuse+compile,fp32,tf32")
+    p.add_argument("--precision", default=None, help="shorthand for --modes with one plain precision")
     p.add_argument("--layers", default="36", help="comma-separated blocks (the prior is truncated after the deepest)")
     p.add_argument("--clips", type=int, default=None, help="clips to run (default 32 on GPU, 8 with --tiny)")
+    p.add_argument("--fp32-clips", type=int, default=None, help="clips for fp32/tf32 modes (default: --clips)")
     p.add_argument("--seconds", type=float, default=30.0, help="clip length; written at 22,050 Hz")
     p.add_argument("--batch-size", type=int, default=None, help="end-to-end batch size (default 4 on GPU, 2 on CPU)")
     p.add_argument("--batch-sizes", default=None, help="model-only batch sizes (default 1 and --batch-size)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding threads")
-    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (known GPUs are looked up)")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run_folder measurement")
+    p.add_argument("--profile", action="store_true", help="kernel table of one forward of the first mode")
+    p.add_argument("--profile-batch", type=int, default=1)
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the share (known GPUs are looked up)")
+    p.add_argument("--features-out", type=Path, default=None, help="save each mode's pooled features (.npz)")
+    p.add_argument("--reference", type=Path, default=None, help="an --features-out file whose fp32 features to compare")
     p.add_argument("--ram-check", action="store_true", help="only measure the streaming conversion's peak RSS")
     args = p.parse_args()
 
@@ -176,56 +290,88 @@ def main() -> None:
         ram_check()
         return
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    modes = [args.precision] if args.precision else args.modes.split(",")
+    options = {mode: parse_mode(mode) for mode in modes}
     layers = [int(x) for x in args.layers.split(",")]
     if args.tiny:
         layers = [min(x, TINY["prior_depth"]) for x in layers]
     n_clips = args.clips or (8 if args.tiny else 32)
     batch_size = args.batch_size or (4 if device.type == "cuda" else 2)
     batch_sizes = [int(x) for x in args.batch_sizes.split(",")] if args.batch_sizes else sorted({1, batch_size})
+    print(f"torch {torch.__version__}, device {device} "
+          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), {os.cpu_count()} cpus")  # fmt: skip
 
-    start = time.perf_counter()
-    rep = Jukebox(device=str(device), precision=args.precision, layers=layers, weights="random",
-                  hps=TINY if args.tiny else None, batch_size=batch_size)
-    sync(device)
-    build = time.perf_counter() - start
-    params = sum(t.numel() for t in rep.prior.state_dict().values())
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"precision {args.precision}, {rep.prior.depth} blocks of width {rep.dim}, {params / 1e6:,.1f} M prior "
-          f"parameters, built in {build:.1f} s")
-    prior_flops = rep.prior.flops_per_token() * rep.prior.hps.n_ctx
-    print(f"FLOPs per clip: {rep.flops_per_clip() / 1e12:.4g} TFLOP (prior {prior_flops / 1e12:.4g} TFLOP, "
-          f"VQ-VAE encoder {rep.vqvae.flops(rep.crop_samples) / 1e9:.1f} GFLOP)")
-    peak = peak_tflops(device, args.precision, args.peak_tflops)
+    def build(mode: str, batch: int) -> Jukebox:
+        start = time.perf_counter()
+        rep = Jukebox(device=str(device), layers=layers, weights="random", hps=TINY if args.tiny else None,
+                      batch_size=batch, **options[mode])  # fmt: skip
+        sync(device)
+        params = sum(t.numel() for t in rep.prior.state_dict().values())
+        print(f"[{mode}] {rep.prior.depth} blocks of width {rep.dim}, {params / 1e6:,.1f} M prior parameters, "
+              f"built in {time.perf_counter() - start:.1f} s")  # fmt: skip
+        return rep
 
     with tempfile.TemporaryDirectory() as tmp:
         inputs, outputs = Path(tmp) / "in", Path(tmp) / "out"
         inputs.mkdir()
-        write_clips(inputs, n_clips, args.seconds)
-        files = sorted(inputs.iterdir())
+        files = write_clips(inputs, n_clips, args.seconds)
+        rep = build(modes[0], batch_size)
+        prior_flops = rep.prior.flops_per_token() * rep.prior.hps.n_ctx
+        print(f"FLOPs per clip: {rep.flops_per_clip() / 1e12:.4g} TFLOP (prior {prior_flops / 1e12:.4g} TFLOP, "
+              f"VQ-VAE encoder {rep.vqvae.flops(rep.crop_samples) / 1e9:.1f} GFLOP)")  # fmt: skip
+        cold, rate, audios = measure_decode(rep.load, files, args.workers)
+        print(f"decode only ({args.workers} threads, {args.seconds:.0f} s clips at 22,050 Hz -> 44.1 kHz, "
+              f"kaiser_best, warm): {rate:.2f} clips/s (first call, cold: {cold:.2f} s)")  # fmt: skip
 
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.workers) as pool:
-            audios = list(pool.map(rep.load, files))
-        decode = time.perf_counter() - start
-        print(f"decode only ({args.workers} threads, {args.seconds:.0f} s clips at 22,050 Hz -> 44.1 kHz, kaiser_best): "
-              f"{n_clips / decode:.2f} clips/s")
+        if not args.no_e2e:
+            rep.batch_size = rep.preferred_batch = batch_size
+            rep.batch(audios[:batch_size])  # the same warm-up as the model-only figures
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            report = run_folder(rep, inputs, outputs, workers=args.workers, progress=False)
+            sync(device)
+            seconds = time.perf_counter() - start
+            if not report.ok:
+                raise SystemExit(f"end-to-end run failed: {report.failed[:3]}")
+            memory = (f", peak device memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+                      if device.type == "cuda" else "")  # fmt: skip
+            print(f"[{modes[0]}] end to end (run_folder, batch {batch_size}, {args.workers} decoding threads, "
+                  f"{n_clips} clips): {n_clips / seconds:.3f} clips/s{memory}")  # fmt: skip
+        if args.profile:
+            try:
+                profile(rep, audios, args.profile_batch)
+            except Exception as exc:  # noqa: BLE001 - a profiler quirk must not cost the other figures
+                print(f"profile failed: {type(exc).__name__}: {exc}")
 
-        print("model only (decoded clips in memory):")
-        for bs in batch_sizes:
-            print(measure_model(rep, audios, bs, peak))
-
-        rep.batch_size = rep.preferred_batch = batch_size
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        report = run_folder(rep, inputs, outputs, workers=args.workers, progress=False)
-        sync(device)
-        seconds = time.perf_counter() - start
-        if not report.ok:
-            raise SystemExit(f"end-to-end run failed: {report.failed[:3]}")
-        memory = f", peak device memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else ""
-        print(f"end to end (run_folder, batch {batch_size}, {args.workers} decoding threads): "
-              f"{n_clips / seconds:.3f} clips/s{memory}")
+        features = {}
+        for i, mode in enumerate(modes):
+            if i:
+                del rep
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                rep = build(mode, batch_size)
+            slow = options[mode]["precision"] in ("fp32", "tf32")
+            clips = audios[: args.fp32_clips] if slow and args.fp32_clips else audios
+            peak = peak_tflops(device, options[mode]["precision"], args.peak_tflops)
+            print(f"[{mode}] model only ({len(clips)} decoded clips in memory):")
+            for bs in [b for b in batch_sizes if b <= len(clips)] or [len(clips)]:
+                line, out = measure_model(rep, clips, bs, peak)
+                print(line)
+            features[mode] = np.stack(out)  # the clips' features from the last timed pass
+        if args.features_out:
+            np.savez(args.features_out, **features)
+        ref = features.get("fp32")
+        if ref is None and args.reference:
+            with np.load(args.reference) as saved:
+                ref = saved.get("fp32")
+        if ref is not None:
+            print("fidelity vs fp32 (pooled features, same clips, same random weights):")
+            for mode in modes:
+                if mode != "fp32":
+                    n = min(len(features[mode]), len(ref))
+                    print(f"  {mode}: {fidelity(ref[:n], features[mode][:n])}")
     print(f"host peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 

@@ -21,11 +21,28 @@ which bounds the speed-up any trainer of these semantics can reach here.
     python benchmarks/probe_grid.py --quick     # gtzan only, 64 updates per config
     python benchmarks/probe_grid.py             # gtzan and mtt, 256 updates per config
     python benchmarks/probe_grid.py --full      # + the real gtzan grid with early stopping
+
+``--paper`` trains the whole paper grid instead: every pair of the 4 datasets
+x 6 representations, each with its 216 configs, at the datasets' real split
+sizes (REFERENCE 6: gtzan_ff 443/197/290, giantsteps_clips 3,687/942/2,406,
+magnatagatune 18,706/1,825/5,329, emomusic 504/115/125) and the
+representations' real dimensions (chroma 72, mfcc 120, choi 160, musicnn 4,194,
+clmr 512, jukebox 4,800), on synthetic features of those shapes with the
+task's targets (classes, tags, two regression values), with the original's
+early stopping (validation every 8 updates, stop after 256 without
+improvement, best weights restored). It prints one row per pair (updates per
+config, seconds) and the total. How many updates early stopping takes depends
+on the features; synthetic ones are a stand-in, and the table shows the count.
+
+    python benchmarks/probe_grid.py --paper --device cuda --precision bf16          # the whole grid (GPU)
+    python benchmarks/probe_grid.py --paper --scale 0.05 --max-steps 64 --pairs 'gtzan_ff/*'   # CPU check
+    python benchmarks/probe_grid.py --paper --device cuda --budget 150   # as many pairs as fit, cheapest first
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import platform
 import time
@@ -38,17 +55,28 @@ from jukemir.datasets import get_dataset
 from jukemir.probe.config import ProbeConfig
 from jukemir.probe.grid import paper_grid_cfgs
 from jukemir.probe.train import ProbeData, _make_adam, group_key, plan_groups, train_probe, train_probes
+from jukemir.representations import DIMS
 
-SIZES = {
-    "gtzan": ("gtzan_ff", (443, 197, 290)),
-    "mtt": ("magnatagatune", (18706, 1825, 5329)),
+# (train, valid, test) examples of each dataset's probe splits (REFERENCE 6)
+SPLIT_SIZES = {
+    "gtzan_ff": (443, 197, 290),
+    "magnatagatune": (18706, 1825, 5329),
+    "giantsteps_clips": (3687, 942, 2406),
+    "emomusic": (504, 115, 125),
 }
+SIZES = {"gtzan": ("gtzan_ff", SPLIT_SIZES["gtzan_ff"]), "mtt": ("magnatagatune", SPLIT_SIZES["magnatagatune"])}
 DIM = 4800
 
 
-def synthetic_data(size: str, dim: int = DIM, seed: int = 0) -> ProbeData:
-    """In-memory features with class structure and per-dimension scales/offsets (so standardising matters)."""
-    dataset, counts = SIZES[size]
+def synthetic_data(size: str, dim: int = DIM, seed: int = 0, counts: tuple | None = None,
+                   representation: str = "synthetic") -> ProbeData:  # fmt: skip
+    """In-memory features with class structure and per-dimension scales/offsets (so standardising matters).
+
+    ``size``: a key of :data:`SIZES` or a dataset name (then ``counts`` defaults to its real split sizes).
+    Targets follow the dataset's task: classes, tags (multi-hot) or regression values.
+    """
+    dataset, real_counts = SIZES[size] if size in SIZES else (size, SPLIT_SIZES[size])
+    counts = counts or real_counts
     spec = get_dataset(dataset)
     rng = np.random.default_rng(seed)
     scale = np.exp(rng.normal(0, 1, dim)).astype(np.float32)
@@ -58,16 +86,23 @@ def synthetic_data(size: str, dim: int = DIM, seed: int = 0) -> ProbeData:
     for split, n in zip(("train", "valid", "test"), counts):
         if spec.task == "multiclass":
             y = rng.integers(0, spec.num_outputs, n)
+            if spec.key_clips:  # clips <song>-<clip> of 4-clip songs share the song's key
+                y = y[np.arange(n) // 4]
             latent = np.eye(spec.num_outputs, dtype=np.float32)[y]
             targets[split] = y.astype(np.int64)
+        elif spec.task == "regression":
+            latent = rng.standard_normal((n, spec.num_outputs), dtype=np.float32)
+            targets[split] = latent.copy()
         else:
             rate = np.linspace(0.03, 0.2, spec.num_outputs)
             latent = (rng.random((n, spec.num_outputs)) < rate).astype(np.float32)
+            k = np.arange(spec.num_outputs)  # every tag positive and negative somewhere (ROC-AUC is defined)
+            latent[k % n, k], latent[(k + 1) % n, k] = 1, 0
             targets[split] = latent.astype(np.uint8)
         noise = rng.standard_normal((n, dim), dtype=np.float32)
         X[split] = ((latent @ mixing + noise) * scale + offset).astype(np.float32)
-        uids[split] = [f"{split}{i:05d}" for i in range(n)]
-    return ProbeData(dataset, "synthetic", spec, 0, uids, X, targets, Path("."))
+        uids[split] = [f"{split}{i // 4:05d}-{i % 4}" if spec.key_clips else f"{split}{i:05d}" for i in range(n)]
+    return ProbeData(dataset, representation, spec, 0, uids, X, targets, Path("."))
 
 
 def capped(cfgs, steps: int, n_train: int) -> list[ProbeConfig]:
@@ -181,6 +216,60 @@ def bench_size(size: str, steps: int, serial_sample: int, device: str, full: boo
         print(f"  speed-up: {serial_full / vec_full:.1f}x")
 
 
+def paper_pairs(patterns: str | None) -> list[tuple[str, str]]:
+    """The grid's (dataset, representation) pairs matching comma-separated ``dataset/representation`` globs."""
+    pairs = [(d, r) for d in SPLIT_SIZES for r in DIMS]
+    if not patterns:
+        return pairs
+    globs = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [pair for pair in pairs if any(fnmatch.fnmatch("/".join(pair), g) for g in globs)]
+    if not chosen:
+        raise SystemExit(f"--pairs {patterns!r} matches none of {['/'.join(p) for p in pairs]}")
+    return chosen
+
+
+def bench_paper(args) -> None:
+    """Train every chosen pair's 216 configs with early stopping; per-pair table and total."""
+    pairs = paper_pairs(args.pairs)
+    if args.budget is not None:  # as many pairs as fit: cheapest first (validation size x dimension)
+        pairs.sort(key=lambda p: (SPLIT_SIZES[p[0]][1] + 64) * DIMS[p[1]])
+    precision = args.precision.split(",")[-1]
+    print(f"paper grid: {len(pairs)} pairs x 216 configs, precision {precision}, device {args.device}, "
+          f"scale {args.scale}, max steps {args.max_steps or 'none (early stopping only)'}"
+          + (f", budget {args.budget:.0f} s" if args.budget is not None else ""))  # fmt: skip
+    head = f"{'dataset':>17} {'representation':>14} {'dim':>5} {'train/valid/test':>18} {'configs':>7} "
+    print(head + f"{'updates min/median/max':>23} {'seconds':>8} {'so far':>8}")
+    start, rows, skipped = time.time(), [], []
+    for dataset, rep in pairs:
+        if args.budget is not None and time.time() - start > args.budget:
+            skipped.append(f"{dataset}/{rep}")
+            continue
+        counts = tuple(max(16, round(n * args.scale)) for n in SPLIT_SIZES[dataset])
+        data = synthetic_data(dataset, DIMS[rep], counts=counts, representation=rep)
+        cfgs = paper_grid_cfgs(dataset, rep)
+        if args.max_steps:  # a cap on top of early stopping (the original's max_num_epochs, in updates)
+            cfgs = [ProbeConfig({**c, "max_num_epochs": (args.max_steps - 0.5) * c["batch_size"] / counts[0]})
+                    for c in cfgs]  # fmt: skip
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.time()
+        probes = train_probes(cfgs, data, device=args.device, progress=False, precision=precision)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.time() - t0
+        steps = np.array([p.info["steps"] for p in probes])
+        rows.append((dataset, rep, seconds, int(steps.sum())))
+        print(f"{dataset:>17} {rep:>14} {DIMS[rep]:>5} {'/'.join(map(str, counts)):>18} {len(cfgs):>7} "
+              f"{steps.min():>7d} /{int(np.median(steps)):>6d} /{steps.max():>6d} {seconds:>8.1f} "
+              f"{sum(r[2] for r in rows):>8.1f}", flush=True)  # fmt: skip
+    total = sum(r[2] for r in rows)
+    print(f"total: {len(rows)} of {len(rows) + len(skipped)} pairs, {len(rows) * 216} configs, "
+          f"{sum(r[3] for r in rows):,} updates, {total:.1f} s ({total / 60:.1f} min)")  # fmt: skip
+    if skipped:
+        print(f"not run (past the {args.budget:.0f} s budget, so this is NOT the whole grid's time): "
+              f"{', '.join(skipped)}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="gtzan only, 64 updates, 1 serial config per stack")
@@ -190,7 +279,20 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also train the real gtzan grid with early stopping")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32,bf16", help="vectorised arithmetic(s) to time: fp32, bf16")
+    paper = parser.add_argument_group("--paper: the whole grid at real sizes and dimensions")
+    paper.add_argument("--paper", action="store_true", help="train every dataset x representation pair (216 configs)")
+    paper.add_argument("--pairs", default=None, help="comma-separated dataset/representation globs, e.g. 'gtzan_ff/*'")
+    paper.add_argument("--scale", type=float, default=1.0, help="fraction of each split's examples (quick checks)")
+    paper.add_argument("--max-steps", type=int, default=None, help="also stop every config after this many updates")
+    paper.add_argument("--budget", type=float, default=None, help="seconds: start no pair after this (cheapest first)")
     args = parser.parse_args()
+    if args.paper:
+        if args.precision == parser.get_default("precision"):  # bf16 where it has hardware support
+            args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus")  # fmt: skip
+        bench_paper(args)
+        return
     if args.quick:
         args.sizes, args.steps, args.serial_sample = "gtzan", 64, 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "

@@ -13,9 +13,18 @@ jukebox         44,100 Hz    ``kaiser_best``     yes
 choi            12,000 Hz    ``fft``             no
 ==============  ===========  ==================  ===============
 
-(``kaiser_best`` is resampy's filter, librosa 0.7/0.8's default; ``fft`` is
-``scipy.signal.resample`` as in librosa 0.4, fixed to ``ceil(n * ratio)``
-samples.) No resampling happens when the file is already at the target rate.
+(``kaiser_best`` is resampy's filter, librosa 0.7/0.8's default, computed by
+:mod:`jukemir.sinc` with the numbers of resampy :data:`RESAMPY_VERSION` and
+librosa's length ``ceil(n * ratio)``; ``fft`` is ``scipy.signal.resample`` as in
+librosa 0.4, fixed to ``ceil(n * ratio)`` samples.) No resampling happens when
+the file is already at the target rate.
+
+The original containers ran resampy 0.2.2, whose ``kaiser_best`` is another
+filter (64 zero crossings, roll-off 0.9476) than resampy >= 0.3's (50, 0.9173):
+on the example MTT clip resampled 16 -> 22.05 kHz the two differ by up to 0.011
+(RMS 7.6e-4). ``RESAMPY_VERSION = "0.4"`` keeps the numbers that
+``librosa.resample(..., res_type="kaiser_best")`` gives with today's resampy;
+``"0.2"`` gives the original's.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import numpy as np
 from .errors import UserError
 
 RESAMPLERS = ("kaiser_best", "kaiser_fast", "fft", "soxr_hq")
+RESAMPY_VERSION = "0.4"  # whose kaiser_best/kaiser_fast numbers: "0.4" (resampy >= 0.3) or "0.2" (the originals')
 _IMPORT_LOCK = threading.Lock()  # decoding threads must not race on librosa's lazy imports
 
 
@@ -53,11 +63,14 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, resampler: str = "
 
         n_out = int(math.ceil(len(audio) * float(target_sr) / orig_sr))
         out = scipy.signal.resample(audio, n_out)
+    elif resampler in ("kaiser_best", "kaiser_fast"):
+        from .sinc import resample as sinc_resample
+
+        out = sinc_resample(audio, orig_sr, target_sr, resampler, version=RESAMPY_VERSION)
     else:
         with _IMPORT_LOCK:
             import librosa
-            import resampy  # noqa: F401 - imported fully before any thread uses it
-            import soxr  # noqa: F401
+            import soxr  # noqa: F401 - imported fully before any thread uses it
 
         out = librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type=resampler)
     return np.ascontiguousarray(out, dtype=np.float32)

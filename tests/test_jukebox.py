@@ -342,14 +342,47 @@ def test_official_download_trust_on_first_use(ckpt_dir, tmp_path, monkeypatch, i
 
 
 def test_fp32_and_reduced_precision_agree(ckpt_dir):
-    """Stated tolerance (relative L2 error of the features vs fp32): bf16 < 2e-2, fp16 < 2e-3."""
+    """Stated tolerance (relative L2 error of the features vs fp32): bf16 < 2e-2, fp16 < 2e-3, tf32 < 2e-3,
+    with or without the folded MLP (fuse_mlp)."""
     clips = [clip(0.3, s) for s in range(3)]
+    modes = [("bf16", False, 2e-2), ("fp16", False, 2e-3), ("bf16", True, 2e-2), ("fp16", True, 2e-3),
+             ("tf32", False, 2e-3)]  # fmt: skip
     for pool in ("mean", "none"):
         ref = np.stack(tiny_rep(ckpt_dir, layers=[8], pool=pool).batch(clips))
-        for precision, tol in (("bf16", 2e-2), ("fp16", 2e-3)):
-            out = np.stack(tiny_rep(ckpt_dir, layers=[8], pool=pool, precision=precision).batch(clips))
+        for precision, fuse, tol in modes:
+            rep = tiny_rep(ckpt_dir, layers=[8], pool=pool, precision=precision, fuse_mlp=fuse)
+            out = np.stack(rep.batch(clips))
             rel = np.linalg.norm(out - ref) / np.linalg.norm(ref)
-            assert rel < tol, (pool, precision, rel)
+            assert rel < tol, (pool, precision, fuse, rel)
+            if precision == "tf32":  # TF32 is a CUDA setting: on a CPU the products stay float32
+                np.testing.assert_array_equal(out, ref)
+
+
+def test_speed_switches(ckpt_dir):
+    """fuse_mlp: silu on rescaled weights, recorded in the provenance; refused where it would change fp32."""
+    plain = tiny_rep(ckpt_dir, precision="bf16")
+    fused = tiny_rep(ckpt_dir, precision="bf16", fuse_mlp=True)
+    assert "fuse_mlp" not in plain.options() and fused.options()["fuse_mlp"] is True
+    block, ref = fused.prior.prior.transformer._attn_mods[0].mlp, plain.prior.prior.transformer._attn_mods[0].mlp
+    assert block.folded and not ref.folded
+    x = torch.randn(5, WIDTH, dtype=torch.bfloat16)
+    np.testing.assert_allclose(block(x).float(), ref(x).float(), rtol=0.05, atol=0.05)
+    with pytest.raises(ValueError, match="fuse_mlp"):
+        tiny_rep(ckpt_dir, precision="fp32", fuse_mlp=True)
+    with pytest.raises(ValueError, match="tf32"):
+        tiny_rep(ckpt_dir, precision="tf64")
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(ckpt_dir):
+    """The compiled blocks compute the same features (fp32: to float32 rounding; bf16: within bf16's tolerance)."""
+    clips = [clip(0.3, s) for s in range(2)]
+    for precision, tol in (("fp32", 1e-4), ("bf16", 2e-2)):
+        eager = np.stack(tiny_rep(ckpt_dir, layers=[8], precision=precision).batch(clips))
+        rep = tiny_rep(ckpt_dir, layers=[8], precision=precision, torch_compile=True)
+        out = np.stack(rep.batch(clips))
+        assert rep.options()["torch_compile"] is True
+        assert np.linalg.norm(out - eager) / np.linalg.norm(eager) < tol, precision
 
 
 def test_outputs_do_not_depend_on_batch_composition(ckpt_dir):

@@ -16,9 +16,19 @@ Output of one clip, float32: one layer -> ``(4800,)`` (mean) or ``(T, 4800)``
 ``allow_short``.
 
 Precision: ``"fp32"`` is the original's arithmetic (Conv1D weights rounded to
-float16 as stored, float32 activations). ``"bf16"`` (default) and ``"fp16"``
+float16 as stored, float32 activations); the paper's features were made so.
+``"tf32"`` is the same with the prior's matrix products in TF32 on CUDA (10-bit
+mantissa inputs, float32 accumulation; the VQ-VAE stays float32 so the codes do
+not move; on a CPU it equals ``"fp32"``). ``"bf16"`` (default) and ``"fp16"``
 run the projections and attention in that dtype with float32 residual stream,
 LayerNorm, softmax (inside the fused attention), embeddings and pooling.
+
+Speed switches, off by default (the outputs' provenance records them when on):
+``fuse_mlp`` (bf16/fp16 only) folds quick_gelu's constant into the MLP weights
+so its activation is one ``silu`` kernel (see :meth:`.transformer.MLP.fold`);
+``torch_compile`` compiles each transformer block with ``torch.compile``
+(fusing the LayerNorms, casts and elementwise work; meant for CUDA, where it
+pays; the first batch of each shape compiles).
 
 Short audio (< 8,192 x 128 samples, about 23.78 s) is an error by default;
 ``allow_short=True`` embeds the tokens there are, as jukemirlib does (the
@@ -30,6 +40,7 @@ conversion to a compact memory-mapped file holding only the blocks used).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -50,7 +61,7 @@ from .prior import TopPrior
 from .vqvae import TopLevelEncoder
 
 CROP_SECONDS = 25
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32}
 POOLS = ("mean", "none")
 STEMS = {"vqvae": "vqvae", "prior": "prior_level_2"}  # official files: <stem>.pth.tar
 _IDENTITY = ("source", "source_size", "source_sha256", "source_fingerprint")
@@ -61,7 +72,7 @@ class Jukebox(Representation):
 
     Args:
         device: torch device; default ``cuda`` when available, else ``cpu``.
-        precision: ``"bf16"``, ``"fp16"`` or ``"fp32"`` (the original's arithmetic).
+        precision: ``"bf16"``, ``"fp16"``, ``"fp32"`` (the original's arithmetic) or ``"tf32"``.
         layers: 1-based block outputs to return, e.g. ``[12, 24, 36]``.
         pool: ``"mean"`` over positions, or ``"none"`` to keep the time axis.
         allow_short: embed clips with fewer than ``n_ctx`` tokens instead of failing.
@@ -74,6 +85,8 @@ class Jukebox(Representation):
         batch_size: clips per forward pass (default 4 on CUDA, 1 on CPU).
         mirror: base URL or folder tried first for the official files.
         seed: seed of ``weights="random"``.
+        fuse_mlp: bf16/fp16 only: one ``silu`` kernel for quick_gelu (weights rescaled once at load).
+        torch_compile: compile each transformer block with ``torch.compile`` (for CUDA).
     """
 
     name = "jukebox"
@@ -96,6 +109,8 @@ class Jukebox(Representation):
         batch_size: int | None = None,
         mirror: str | None = None,
         seed: int = 0,
+        fuse_mlp: bool = False,
+        torch_compile: bool = False,
     ):
         if precision not in PRECISIONS:
             raise UserError(f"jukebox precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -106,6 +121,8 @@ class Jukebox(Representation):
             raise UserError(f"jukebox layers must be distinct block numbers >= 1, got {layers}")
         if batch_size is not None and int(batch_size) < 1:
             raise UserError(f"jukebox batch_size must be >= 1, got {batch_size}")
+        if fuse_mlp and PRECISIONS[precision] == torch.float32:
+            raise UserError(f"jukebox fuse_mlp rounds rescaled weights: bf16/fp16 only, not {precision}")
         self.device = torch_device(device)
         self.precision, self.layers, self.pool, self.allow_short = precision, layers, pool, bool(allow_short)
         self.model_name, self.hps_overrides = model, dict(hps or {})
@@ -120,6 +137,14 @@ class Jukebox(Representation):
         self.dim = prior_hps.prior_width
         self.crop_samples = CROP_SECONDS * self.sample_rate
         self.min_samples = prior_hps.n_ctx * vq_hps.hop_length
+        self.fuse_mlp, self.torch_compile = bool(fuse_mlp), bool(torch_compile)
+        blocks = self.prior.prior.transformer._attn_mods
+        if self.fuse_mlp:
+            for block in blocks:
+                block.mlp.fold()
+        if self.torch_compile:
+            for block in blocks:  # blocks of one attention kind share a compiled graph
+                block.compile()
         with torch.inference_mode():
             self._x_cond, self._y_cond = self.prior.conditioning()
 
@@ -138,6 +163,9 @@ class Jukebox(Representation):
             "model": self.model_name,
             "hps": {"vqvae": hps_dict(self.vqvae.hps), "prior": hps_dict(self.prior.hps)},
             "weights": self.weights_id,
+            # speed switches that change the numbers: recorded when on (default outputs keep their identity)
+            **({"fuse_mlp": True} if self.fuse_mlp else {}),
+            **({"torch_compile": True} if self.torch_compile else {}),
         }
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
@@ -212,10 +240,11 @@ class Jukebox(Representation):
             for i, t in enumerate(chunk):
                 z[i, : len(t)] = t
             per_clip: list[dict[int, np.ndarray]] = [{} for _ in chunk]
-            for d, h in self.prior(z, self._x_cond, self._y_cond, compute, set(self.layers)):
-                for i, n in enumerate(lengths):
-                    acts = h[i, :n]
-                    per_clip[i][d] = (acts.mean(dim=0) if self.pool == "mean" else acts).float().cpu().numpy()
+            with _tf32_matmuls(self.precision == "tf32"):
+                for d, h in self.prior(z, self._x_cond, self._y_cond, compute, set(self.layers)):
+                    for i, n in enumerate(lengths):
+                        acts = h[i, :n] if self.pool == "none" else h[i, :n].mean(dim=0)
+                        per_clip[i][d] = acts.float().cpu().numpy()
             for layer_acts in per_clip:
                 stacked = [layer_acts[d] for d in self.layers]
                 results.append(stacked[0] if len(stacked) == 1 else np.stack(stacked))
@@ -225,6 +254,20 @@ class Jukebox(Representation):
         """FLOPs of one full clip: VQ-VAE encoder on ``n_samples`` (default 25 s) + the truncated prior."""
         n_samples = n_samples or self.crop_samples
         return self.vqvae.flops(n_samples) + self.prior.flops_per_token() * self.prior.hps.n_ctx
+
+
+@contextlib.contextmanager
+def _tf32_matmuls(enabled: bool):
+    """CUDA float32 matrix products in TF32 while the block runs (the setting is process-wide)."""
+    if not enabled:
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def load_models(

@@ -18,7 +18,14 @@ Precision: the residual stream stays in float32 and LayerNorm runs in float32;
 the projections and attention run in the dtype of the input they are given
 (``compute_dtype``). ``Conv1D`` weights are cast to that dtype on use, so
 float16-stored weights with float32 activations reproduce the original's
-``fp16_params=True, fp16=False`` arithmetic exactly.
+``fp16_params=True, fp16=False`` arithmetic exactly. A block's attention and MLP
+outputs are added to the float32 stream as they are (type promotion: the same
+float32 sums as casting them first, without a float32 copy of each).
+
+:meth:`MLP.fold` (reduced precision only) moves quick_gelu's constant into the
+weights, ``quick_gelu(x @ w + b) @ v == silu(x @ (1.702 w) + 1.702 b) @ (v / 1.702)``,
+so the activation is one ``silu`` kernel instead of three elementwise passes
+(each rounding to the compute dtype).
 
 Parameter names follow the official checkpoints:
 ``_attn_mods.<d>.attn.c_attn.w``, ``.attn.c_proj.b``, ``.ln_0.weight``,
@@ -132,15 +139,30 @@ class FactoredAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """``c_proj(quick_gelu(c_fc(x)))``."""
+    """``c_proj(quick_gelu(c_fc(x)))`` (or, folded, ``c_proj'(silu(c_fc'(x)))``: see :meth:`fold`)."""
+
+    GELU_SCALE = 1.702
 
     def __init__(self, width: int, n_state: int):
         super().__init__()
         self.c_fc = Conv1D(width, n_state)
         self.c_proj = Conv1D(n_state, width)
+        self.folded = False
 
     def forward(self, x):
-        return self.c_proj(quick_gelu(self.c_fc(x)))
+        h = self.c_fc(x)
+        return self.c_proj(F.silu(h) if self.folded else quick_gelu(h))
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Scale ``c_fc`` by 1.702 and ``c_proj.w`` by 1 / 1.702 (in float32, then back to each tensor's
+        dtype) so that ``forward`` applies ``silu``; one more rounding of the weights (reduced precision)."""
+        if self.folded:
+            return
+        scale = self.GELU_SCALE
+        for t, factor in ((self.c_fc.w, scale), (self.c_fc.b, scale), (self.c_proj.w, 1 / scale)):
+            t.copy_((t.float() * factor).to(t.dtype))
+        self.folded = True
 
 
 class ResAttnBlock(nn.Module):
@@ -154,10 +176,8 @@ class ResAttnBlock(nn.Module):
         self.ln_1 = LayerNorm(width)
 
     def forward(self, x, compute_dtype: torch.dtype):
-        a = self.attn(self.ln_0(x).to(compute_dtype)).to(x.dtype)
-        x_a = x + a
-        m = self.mlp(self.ln_1(x_a).to(compute_dtype)).to(x.dtype)
-        return x_a + m
+        x_a = x + self.attn(self.ln_0(x).to(compute_dtype))  # float32 + compute dtype -> float32
+        return x_a.add_(self.mlp(self.ln_1(x_a).to(compute_dtype)))  # x_a is this block's own: in place
 
 
 class Transformer(nn.Module):

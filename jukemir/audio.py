@@ -14,17 +14,18 @@ choi            12,000 Hz    ``fft``             no
 ==============  ===========  ==================  ===============
 
 (``kaiser_best`` is resampy's filter, librosa 0.7/0.8's default, computed by
-:mod:`jukemir.sinc` with the numbers of resampy :data:`RESAMPY_VERSION` and
-librosa's length ``ceil(n * ratio)``; ``fft`` is ``scipy.signal.resample`` as in
-librosa 0.4, fixed to ``ceil(n * ratio)`` samples.) No resampling happens when
-the file is already at the target rate.
+:mod:`jukemir.sinc` with the numbers of the resampy generation asked for
+(``resampy``, default :data:`RESAMPY_VERSION`) and librosa's length
+``ceil(n * ratio)``; ``fft`` is ``scipy.signal.resample`` as in librosa 0.4,
+fixed to ``ceil(n * ratio)`` samples.) No resampling happens when the file is
+already at the target rate.
 
 The original containers ran resampy 0.2.2, whose ``kaiser_best`` is another
 filter (64 zero crossings, roll-off 0.9476) than resampy >= 0.3's (50, 0.9173):
 on the example MTT clip resampled 16 -> 22.05 kHz the two differ by up to 0.011
-(RMS 7.6e-4). ``RESAMPY_VERSION = "0.4"`` keeps the numbers that
-``librosa.resample(..., res_type="kaiser_best")`` gives with today's resampy;
-``"0.2"`` gives the original's.
+(RMS 7.6e-4), which moves mfcc by 0.6 %. The default, ``"0.2"``, is therefore
+the original's; ``"0.4"`` gives what ``librosa.resample(...,
+res_type="kaiser_best")`` gives with today's resampy.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import numpy as np
 from .errors import UserError
 
 RESAMPLERS = ("kaiser_best", "kaiser_fast", "fft", "soxr_hq")
-RESAMPY_VERSION = "0.4"  # whose kaiser_best/kaiser_fast numbers: "0.4" (resampy >= 0.3) or "0.2" (the originals')
+RESAMPY_VERSION = "0.2"  # whose kaiser_best/kaiser_fast numbers: "0.2" (the originals') or "0.4" (resampy >= 0.3)
 _IMPORT_LOCK = threading.Lock()  # decoding threads must not race on librosa's lazy imports
 
 
@@ -52,8 +53,13 @@ class AudioError(UserError):
         super().__init__(f"{self.path}: {self.reason}")
 
 
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int, resampler: str = "kaiser_best") -> np.ndarray:
-    """Resample a 1-D float32 signal from ``orig_sr`` to ``target_sr`` Hz with ``resampler``."""
+def resample(
+    audio: np.ndarray, orig_sr: int, target_sr: int, resampler: str = "kaiser_best", resampy: str = RESAMPY_VERSION
+) -> np.ndarray:
+    """Resample a 1-D float32 signal from ``orig_sr`` to ``target_sr`` Hz with ``resampler``.
+
+    ``resampy``: the resampy generation whose numbers ``kaiser_best``/``kaiser_fast`` give ("0.2" or "0.4").
+    """
     if resampler not in RESAMPLERS:
         raise UserError(f"unknown resampler {resampler!r}; expected one of {RESAMPLERS}")
     if orig_sr == target_sr:
@@ -66,7 +72,7 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, resampler: str = "
     elif resampler in ("kaiser_best", "kaiser_fast"):
         from .sinc import resample as sinc_resample
 
-        out = sinc_resample(audio, orig_sr, target_sr, resampler, version=RESAMPY_VERSION)
+        out = sinc_resample(audio, orig_sr, target_sr, resampler, version=resampy)
     else:
         with _IMPORT_LOCK:
             import librosa
@@ -85,6 +91,7 @@ def load_audio(
     resampler: str = "kaiser_best",
     offset: float = 0.0,
     duration: float | None = None,
+    resampy: str = RESAMPY_VERSION,
 ) -> np.ndarray:
     """Load an audio file as float32 samples in [-1, 1].
 
@@ -128,9 +135,9 @@ def load_audio(
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if sample_rate is not None and sample_rate != native_sr:
         if mono:
-            audio = resample(audio, native_sr, int(sample_rate), resampler)
+            audio = resample(audio, native_sr, int(sample_rate), resampler, resampy)
         else:
-            audio = np.stack([resample(ch, native_sr, int(sample_rate), resampler) for ch in audio])
+            audio = np.stack([resample(ch, native_sr, int(sample_rate), resampler, resampy) for ch in audio])
     if normalize:
         audio = peak_normalize(audio)
     return audio.astype(np.float32, copy=False)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..audio import load_audio
+from ..audio import RESAMPY_VERSION, load_audio
 from ..errors import UserError
 
 
@@ -30,6 +30,8 @@ class Representation:
         sample_rate: rate in Hz the model expects; :meth:`load` resamples to it.
         normalize: peak-normalise audio on load (the original's behaviour).
         resampler: the resampler :meth:`load` uses (see :mod:`jukemir.audio`).
+        resampy: whose numbers the kaiser resamplers give: "0.2" (resampy 0.2.2, the original's) or
+            "0.4" (resampy >= 0.3); recorded in the provenance.
         dim: size of the (last axis of the) output vector.
         batch_dependent: ``True`` when the features of a file depend on the other
             files of its batch (the original choi); the folder runner then hands
@@ -47,6 +49,7 @@ class Representation:
     sample_rate: int = 22050
     normalize: bool = False
     resampler: str = "kaiser_best"
+    resampy: str = RESAMPY_VERSION  # the resampy generation whose kaiser filters ``resampler`` means
     dim: int = 0
     batch_dependent: bool = False
     default_batch_size: int | None = None
@@ -64,7 +67,9 @@ class Representation:
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Decode ``path`` the way this representation expects (rate, mono, normalisation)."""
-        return load_audio(path, self.sample_rate, normalize=self.normalize, resampler=self.resampler)
+        return load_audio(
+            path, self.sample_rate, normalize=self.normalize, resampler=self.resampler, resampy=self.resampy
+        )
 
     def order_files(self, paths: Sequence) -> list:
         """Order the sorted input list before ``--batch_size`` chunking (identity by default)."""
@@ -93,6 +98,8 @@ class Representation:
         from .plugins import distribution_of
 
         record = {"representation": self.name, "version": self.version, "options": self.options()}
+        if self.resampler.startswith("kaiser"):  # which resampy's numbers a resampled input got
+            record["resampler"] = f"{self.resampler} (resampy {self.resampy})"
         package = distribution_of(type(self))
         if package is not None:
             record["package"] = package

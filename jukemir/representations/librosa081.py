@@ -1,4 +1,4 @@
-"""librosa 0.8.1's ``chroma_cqt`` and ``mfcc``, the original's, written anew on numpy, scipy and resampy.
+"""librosa 0.8.1's ``chroma_cqt`` and ``mfcc``, the original's, written anew on numpy and scipy.
 
 The original computed ``librosa.feature.chroma_cqt(y, sr=22050, hop_length=512)``
 with librosa 0.8.1, numpy 1.x and resampy 0.2 (docs/fidelity/chroma.md).
@@ -57,71 +57,16 @@ BLOCK_BYTES = 2**20  # STFT columns are transformed in blocks of about this many
 KAISER_FAST_022 = {"num_zeros": 16, "precision": 9, "beta": 8.555504641634386, "rolloff": 0.85}
 
 
-@functools.lru_cache(maxsize=1)
-def _kaiser_fast_022() -> tuple[np.ndarray, int, float]:
-    """The right half of resampy 0.2's ``kaiser_fast`` filter, its samples per zero crossing, its roll-off."""
-    from resampy.filters import sinc_window
-
-    p = KAISER_FAST_022
-    window = functools.partial(scipy.signal.windows.kaiser, beta=p["beta"])
-    half, precision, rolloff = sinc_window(p["num_zeros"], p["precision"], window, p["rolloff"])
-    half.setflags(write=False)
-    return half, precision, rolloff
-
-
-@functools.lru_cache(maxsize=1)
-def _halving_taps() -> tuple[np.ndarray, np.ndarray]:
-    """The weights resampy applies when halving the rate with resampy 0.2's ``kaiser_fast``.
-
-    Output ``t`` is input ``n = 2 t`` filtered: ``left[i]`` multiplies ``x[n - i]``
-    (i = 0..31), then ``right[k]`` multiplies ``x[n + 1 + k]`` (k = 0..30). They
-    are the filter's entries one input sample apart (every precision / 2
-    entries), times the rate ratio 1/2.
-    """
-    half, precision, _ = _kaiser_fast_022()
-    step = precision // 2
-    left = 0.5 * half[0 : len(half) : step][: len(half) // step]
-    right = 0.5 * half[step : len(half) : step][: (len(half) - step) // step]
-    return left, right
-
-
-@functools.lru_cache(maxsize=1)
-def _halving_kernel():
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def kernel(padded, left, right, out):  # pragma: no cover - compiled
-        # resampy's loop specialised to the ratio 1/2, run tap by tap over all outputs: the same
-        # operations per output in the same order (so the same bits), only vectorisable. Output t
-        # is input n = 2t; ``padded`` is the input with len(left) - 1 zeros before and
-        # len(right) + 1 after (adding a zero product leaves a float32 sum unchanged).
-        # Each product is added in double to the float32 output and rounded back to float32.
-        first = left.shape[0] - 1
-        for i in range(left.shape[0]):
-            w = left[i]
-            for t in range(out.shape[0]):
-                out[t] = np.float32(out[t] + w * padded[2 * t + first - i])
-        for k in range(right.shape[0]):
-            w = right[k]
-            for t in range(out.shape[0]):
-                out[t] = np.float32(out[t] + w * padded[2 * t + first + 1 + k])
-
-    return kernel
-
-
 def halve_rate(y: np.ndarray) -> np.ndarray:
     """librosa 0.8.1's ``resample(y, 2, 1, res_type="kaiser_fast", scale=True)`` with resampy 0.2's filter.
 
-    ``y``: float32 ``(n,)``. Returns float32 ``(ceil(n / 2),)``: resampy's
-    ``n // 2`` outputs (bit for bit: same weights, same order, float32
-    accumulation), a zero appended when ``n`` is odd, divided by sqrt(1/2) in
-    single precision.
+    ``y``: float32 ``(n,)``. Returns float32 ``(ceil(n / 2),)``: resampy 0.2's
+    ``n // 2`` outputs (bit for bit, by :mod:`jukemir.sinc`), a zero appended when
+    ``n`` is odd, divided by sqrt(1/2) in single precision.
     """
-    left, right = _halving_taps()
-    padded = np.zeros(len(left) - 1 + len(y) + len(right) + 1, dtype=np.float32)
-    padded[len(left) - 1 : len(left) - 1 + len(y)] = y
-    out = np.zeros((len(y) + 1) // 2, dtype=np.float32)
-    _halving_kernel()(padded, left, right, out[: len(y) // 2])
+    from ..sinc import resample
+
+    out = resample(np.asarray(y, dtype=np.float32), 2, 1, "kaiser_fast", version="0.2")
     out /= np.float32(np.sqrt(0.5))
     return out
 
@@ -270,7 +215,7 @@ def cqt(y: np.ndarray, sr: float, hop_length: int, fmin: float, n_bins: int = N_
     fmin_top, fmax_top = top_octave.min(), top_octave.max()
     cutoff = fmax_top * (1 + 0.5 * HANN_BANDWIDTH * alpha)
     nyquist = sr / 2.0
-    rolloff = _kaiser_fast_022()[2]
+    rolloff = KAISER_FAST_022["rolloff"]
     twos = (hop_length & -hop_length).bit_length() - 1  # factors of 2 in hop_length
     early = min(
         max(0, int(np.ceil(np.log2(rolloff * nyquist / cutoff)) - 1) - 1), max(0, twos - n_octaves + 1)

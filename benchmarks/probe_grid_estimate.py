@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jukemir.datasets import get_dataset  # noqa: E402
 from jukemir.representations import DIMS  # noqa: E402
 
-# (train, valid) examples of each dataset's probe splits (REFERENCE 6)
+# (train, valid) examples of each dataset's probe splits (docs/datasets.md)
 SPLITS = {"gtzan_ff": (443, 197), "giantsteps_clips": (3687, 942), "magnatagatune": (18706, 1825),
           "emomusic": (504, 115)}  # fmt: skip
 STACKS = [((), 64), ((), 256), ((512,), 64), ((512,), 256)]  # (hidden, batch size): 54 configs each

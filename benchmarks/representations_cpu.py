@@ -9,8 +9,8 @@ the CPU in a scratch folder), writes N synthetic 30 s clips as 22,050 Hz WAVs
   batches them (choi with batch statistics: all N clips as one batch);
 * ``total``: the sum, per clip.
 
-Weights: the real choi files from ``../shared/weights/choi`` when present (else
-the official download); random weights for clmr, saved in the official
+Weights: the real choi files through the asset resolver (from ``$JUKEMIR_MIRROR``
+when set, else the official download); random weights for clmr, saved in the official
 checkpoint format, and for musicnn's MSD_musicnn_big unless its official
 weights are already converted in the cache (the cost does not depend on the
 values).
@@ -36,14 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jukemir.representations.base import Representation
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
 def setup_choi(workdir: Path) -> Representation:
     from jukemir.representations.choi import Choi
 
-    weights = SHARED / "weights" / "choi"
-    return Choi(device="cpu", weights=weights if weights.is_dir() else None)
+    return Choi(device="cpu")  # the official weights: downloaded (or from $JUKEMIR_MIRROR) once, checksummed
 
 
 def setup_clmr(workdir: Path) -> Representation:

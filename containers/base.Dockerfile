@@ -73,7 +73,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg \
  && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,target=/src,rw \
-    pip install --constraint /src/containers/constraints.txt "/src[jukebox,choi,ray]"
+    pip install --constraint /src/containers/constraints.txt "/src[ray]"
 COPY reproduce /jukemir/reproduce
 # the numbered scripts see that they run in this container (3_extract.sh then extracts natively here)
 ENV JUKEMIR_IN_DOCKER=1

@@ -1,4 +1,4 @@
-# jukemir/representations_choi: Choi et al.'s convnet features (160 floats per file, REFERENCE 7.3)
+# jukemir/representations_choi: Choi et al.'s convnet features (160 floats per file, docs/fidelity/choi.md)
 # of every file in /input, written to /output/<stem>.npy. CPU, as the original (Theano on CPU). The
 # weights (5 files, sha256-pinned) are downloaded at build time and baked in: the image runs with
 # --network none. Features depend on which files share a batch, as the original's: keep
@@ -54,7 +54,7 @@ WORKDIR /jukemir
 
 # ---------------------------------------------------------------- choi
 RUN --mount=type=bind,target=/src,rw \
-    pip install --constraint /src/containers/constraints.txt "/src[choi]"
+    pip install --constraint /src/containers/constraints.txt "/src"
 # the weights, downloaded and verified by the package's own code and baked into the image, left
 # writable for whichever uid runs the image; --build-arg JUKEMIR_MIRROR=URL tries a mirror first
 ARG JUKEMIR_MIRROR=

@@ -1,5 +1,5 @@
-# jukemir/representations_chroma: chroma statistics (72 floats per file, REFERENCE 7.1) of every
-# file in /input, written to /output/<stem>.npy. CPU only; no weights.
+# jukemir/representations_chroma: chroma statistics (72 floats per file, docs/fidelity/chroma.md) of
+# every file in /input, written to /output/<stem>.npy. CPU only; no weights.
 #
 #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/wavs:/input:ro" -v "$PWD/out:/output" \
 #       jukemir/representations_chroma [--batch_size N --batch_idx I]

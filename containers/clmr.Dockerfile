@@ -1,5 +1,5 @@
-# jukemir/representations_clmr: CLMR SampleCNN features (512 floats per file, REFERENCE 7.4) of every
-# file in /input, written to /output/<stem>.npy. GPU when given one (--gpus all), else CPU. The
+# jukemir/representations_clmr: CLMR SampleCNN features (512 floats per file, docs/fidelity/clmr.md)
+# of every file in /input, written to /output/<stem>.npy. GPU when given one (--gpus all), else CPU. The
 # checkpoint (a GitHub release asset with no published checksum) is downloaded at build time and its
 # sha256 recorded in the image (trust on first use): the image runs with --network none. With
 # --build-arg CLMR_WEIGHTS=first-run nothing is baked: mount a checkpoint and pass --weights, e.g.

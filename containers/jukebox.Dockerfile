@@ -1,5 +1,5 @@
-# jukemir/representations_jukebox: Jukebox 5B features (4,800 floats per file, REFERENCE 7.5) of every
-# file in /input, written to /output/<stem>.npy. Needs a GPU with >= 16 GB (--gpus all).
+# jukemir/representations_jukebox: Jukebox 5B features (4,800 floats per file, docs/fidelity/jukebox.md)
+# of every file in /input, written to /output/<stem>.npy. Needs a GPU with >= 16 GB (--gpus all).
 #
 #   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD/wavs:/input:ro" -v "$PWD/out:/output" \
 #       -v "$JUKEMIR_CACHE_DIR/models/jukebox:/jukemir/cache/models/jukebox" \
@@ -73,7 +73,7 @@ WORKDIR /jukemir
 
 # ---------------------------------------------------------------- jukebox
 RUN --mount=type=bind,target=/src,rw \
-    pip install --constraint /src/containers/constraints.txt "/src[jukebox]"
+    pip install --constraint /src/containers/constraints.txt "/src"
 ARG JUKEBOX_WEIGHTS=first-run
 ARG JUKEMIR_MIRROR=
 RUN case "$JUKEBOX_WEIGHTS" in \

@@ -1,4 +1,4 @@
-# jukemir/representations_mfcc: MFCC statistics (120 floats per file, REFERENCE 7.1) of every
+# jukemir/representations_mfcc: MFCC statistics (120 floats per file, docs/fidelity/mfcc.md) of every
 # file in /input, written to /output/<stem>.npy. CPU only; no weights.
 #
 #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/wavs:/input:ro" -v "$PWD/out:/output" \

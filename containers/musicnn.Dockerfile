@@ -1,8 +1,8 @@
-# jukemir/representations_musicnn: musicnn MSD_musicnn_big features (4,194 floats per file, REFERENCE
-# 7.2) of every file in /input, written to /output/<stem>.npy. GPU when given one, else CPU. The TF
-# checkpoint (sha256-pinned index; data file checked against its git object id) is downloaded and
-# converted at build time and baked in: the image runs with --network none. MUSICNN_MODELS chooses
-# the models baked (default the paper's; --model picks one at run time).
+# jukemir/representations_musicnn: musicnn MSD_musicnn_big features (4,194 floats per file,
+# docs/fidelity/musicnn.md) of every file in /input, written to /output/<stem>.npy. GPU when given
+# one, else CPU. The TF checkpoint (sha256-pinned index; data file checked against its git object id)
+# is downloaded and converted at build time and baked in: the image runs with --network none.
+# MUSICNN_MODELS chooses the models baked (default the paper's; --model picks one at run time).
 #
 #   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD/wavs:/input:ro" -v "$PWD/out:/output" \
 #       jukemir/representations_musicnn [--batch_size N --batch_idx I]

@@ -8,6 +8,14 @@ Public API::
     jukemir.extract("chroma", "in/", "out/")          # a folder of audio -> .npy files
 """
 
+import os as _os
+
+# OpenMP threads that spin while they wait (libgomp's default) turn a shared or busy CPU into a trap:
+# a probe grid that takes 13 s on one thread took 380 s on two spinning threads when other work held
+# the cores, and 20 s with passive waiting. Set before torch starts its thread pool; a value the user
+# set is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 version = __version__
 

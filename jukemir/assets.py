@@ -11,8 +11,14 @@ inferred from the hex length as in the original; ``None`` skips verification).
 * it retries each URL with exponential backoff, then moves on to the next URL;
 * the checksum is verified before the ``.part`` file is renamed to its real
   name, so a partial or wrong file is never mistaken for a complete one;
-* ``mirror`` (or ``$JUKEMIR_MIRROR``) is a base URL or folder tried first, at
-  ``<mirror>/<path_rel>``.
+* ``mirror`` (or ``$JUKEMIR_MIRROR``) is a base URL or folder tried first:
+  an asset is looked for there at its ``mirror_path`` (the layout of a jukemir
+  asset mirror: ``weights/<model>/...``, ``reference/jukemir/metadata/...``,
+  ``audio/...``), then at its ``path_rel`` (the cache's own layout, so a copy
+  of another machine's cache is a mirror too);
+* when every source fails, one line names the asset, each URL once with why it
+  failed, and how to provide the file without network (its place in the cache,
+  ``--mirror``, and the asset's own hint, e.g. a representation's ``--weights``).
 
 The package's own manifests (``jukemir/assets/*.json``, TAG -> {path_rel, urls,
 checksum}) form the registry read by :func:`get_asset` and :func:`assets_for`.
@@ -22,11 +28,13 @@ would land outside the destination.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import tarfile
 import time
@@ -40,7 +48,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from . import cache
-from .io import FileLock
+from .errors import JukemirError, UserError, one_line
+from .io import DiskFullError, FileLock, no_space_error
 
 MIRROR_ENV = "JUKEMIR_MIRROR"
 MANIFEST_DIR = Path(__file__).with_name("assets")
@@ -48,7 +57,7 @@ CHUNK = 1 << 20
 _ALGORITHMS = {32: "md5", 40: "sha1", 64: "sha256"}
 
 
-class DownloadError(RuntimeError):
+class DownloadError(JukemirError, RuntimeError):
     """A download failed; the message names the asset, the URL(s) and the reason."""
 
 
@@ -58,20 +67,27 @@ class ChecksumError(DownloadError):
 
 @dataclass(frozen=True)
 class Asset:
-    """One remote file. ``urls`` are tried in order; ``checksum`` is hex md5/sha1/sha256 or None."""
+    """One remote file. ``urls`` are tried in order; ``checksum`` is hex md5/sha1/sha256 or None.
+
+    ``mirror_path``: where a jukemir asset mirror holds it (default: ``path_rel``);
+    ``hint``: how else a user can provide it (shown when every download fails).
+    """
 
     tag: str
     path_rel: str
     urls: tuple = field(default_factory=tuple)
     checksum: str | None = None
     size: int | None = None
+    mirror_path: str | None = None
+    hint: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "urls", tuple(self.urls))
         if self.checksum is not None and len(self.checksum) not in _ALGORITHMS:
-            raise ValueError(f"asset {self.tag}: checksum of length {len(self.checksum)} is not md5/sha1/sha256")
-        if Path(self.path_rel).is_absolute() or ".." in Path(self.path_rel).parts:
-            raise ValueError(f"asset {self.tag}: path_rel must be relative and inside the cache: {self.path_rel}")
+            raise UserError(f"asset {self.tag}: checksum of length {len(self.checksum)} is not md5/sha1/sha256")
+        for rel in (self.path_rel, self.mirror_path):
+            if rel is not None and (Path(rel).is_absolute() or ".." in Path(rel).parts):
+                raise UserError(f"asset {self.tag}: {rel} must be a relative path without '..'")
 
     @property
     def algorithm(self) -> str | None:
@@ -83,7 +99,7 @@ def checksum_algorithm(checksum: str) -> str:
     try:
         return _ALGORITHMS[len(checksum)]
     except KeyError:
-        raise ValueError(f"checksum {checksum!r} is not an md5, sha1 or sha256 hex digest") from None
+        raise UserError(f"checksum {checksum!r} is not an md5, sha1 or sha256 hex digest") from None
 
 
 def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
@@ -108,9 +124,17 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Asset]:
     assets = {}
     for tag, entry in raw.items():
         if tag != tag.upper():
-            raise ValueError(f"{path}: asset tag {tag!r} must be upper case")
+            raise UserError(f"{path}: asset tag {tag!r} must be upper case")
         urls = entry.get("urls") or ([entry["url"]] if entry.get("url") else [])
-        assets[tag] = Asset(tag, entry["path_rel"].strip(), tuple(urls), entry.get("checksum"), entry.get("size"))
+        assets[tag] = Asset(
+            tag,
+            entry["path_rel"].strip(),
+            tuple(urls),
+            entry.get("checksum"),
+            entry.get("size"),
+            entry.get("mirror_path"),
+            entry.get("hint"),
+        )
     return assets
 
 
@@ -130,10 +154,10 @@ def _load_registry(folder: Path) -> dict[str, Asset]:
     for path in sorted(folder.rglob("*.json")):
         for tag, asset in load_manifest(path).items():
             if tag in assets:
-                raise ValueError(f"{path}: asset tag {tag} is also defined in another manifest")
+                raise UserError(f"{path}: asset tag {tag} is also defined in another manifest")
             if asset.path_rel in owner:
                 other = owner[asset.path_rel]
-                raise ValueError(f"{path}: {tag} has the same path_rel as {other}: {asset.path_rel}")
+                raise UserError(f"{path}: {tag} has the same path_rel as {other}: {asset.path_rel}")
             assets[tag] = asset
             owner[asset.path_rel] = tag
     return assets
@@ -144,7 +168,7 @@ def get_asset(tag: str) -> Asset:
     try:
         return registry()[tag.strip().upper()]
     except KeyError:
-        raise ValueError(f"unknown asset {tag!r}: not in the manifests of {MANIFEST_DIR}") from None
+        raise UserError(f"unknown asset {tag!r}: not in the manifests of {MANIFEST_DIR}") from None
 
 
 def assets_for(prefix: str = "") -> list[Asset]:
@@ -152,18 +176,40 @@ def assets_for(prefix: str = "") -> list[Asset]:
     prefix = prefix.strip().upper()
     found = [asset for tag, asset in sorted(registry().items()) if tag.startswith(prefix)]
     if not found:
-        raise ValueError(f"no asset tag starts with {prefix!r}")
+        raise UserError(f"no asset tag starts with {prefix!r}")
     return found
 
 
-def _candidate_urls(asset: Asset, mirror: str | None) -> list[str]:
+def mirror_setting(mirror: str | None = None) -> str | None:
+    """The mirror to use: ``mirror`` if given, else ``$JUKEMIR_MIRROR`` (empty: none)."""
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
+    return mirror or None
+
+
+def _candidate_urls(asset: Asset, mirror: str | None) -> list[str]:
+    mirror = mirror_setting(mirror)
     urls = []
     if mirror:
         if "://" not in mirror:
-            mirror = Path(mirror).resolve().as_uri()
-        urls.append(mirror.rstrip("/") + "/" + urllib.parse.quote(asset.path_rel))
+            mirror = Path(mirror).expanduser().resolve().as_uri()
+        for rel in dict.fromkeys(r for r in (asset.mirror_path, asset.path_rel) if r):
+            urls.append(mirror.rstrip("/") + "/" + urllib.parse.quote(rel))
     return urls + list(asset.urls)
+
+
+def without_network_hint(asset: Asset, dest: Path) -> str:
+    """How to provide ``asset`` without a download: its place in the cache, a mirror, the asset's own hint."""
+    where = asset.mirror_path or asset.path_rel
+    text = f"without network, put the file at {dest}, or pass --mirror DIR_OR_URL (or set {MIRROR_ENV}) holding it as {where}"
+    return text + (f", or {asset.hint}" if asset.hint else "")
+
+
+def _definitive(exc: BaseException) -> bool:
+    """Whether retrying a URL is pointless: a missing local file, an unknown host, no route to it."""
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, (FileNotFoundError, IsADirectoryError, NotADirectoryError, socket.gaierror)):
+        return True
+    return isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
 
 
 def _fetch(url: str, part: Path, timeout: float, progress) -> bool:
@@ -221,7 +267,7 @@ def retrieve(
         return dest
     urls = _candidate_urls(asset, mirror)
     if not urls:
-        raise DownloadError(f"asset {asset.tag}: no URL to download it from; place it at {dest}")
+        raise DownloadError(f"asset {asset.tag}: no URL to download it from; {without_network_hint(asset, dest)}")
     with FileLock(dest.with_name(dest.name + ".lock"), waiting=f"{dest}: another process is downloading it; waiting"):
         if dest.is_file():
             if verify(asset, dest):
@@ -232,12 +278,21 @@ def retrieve(
 
 def _download(asset: Asset, dest: Path, urls: list[str], retries, backoff, timeout, progress) -> Path:
     part = dest.with_name(dest.name + ".part")
-    errors = []
+    failures: dict[str, list] = {}  # url -> [last reason, attempts]
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(desc=asset.tag, unit="B", unit_scale=True, leave=False, dynamic_ncols=True)
+
+    last_was_mismatch = [False]
+
+    def failed(url: str, reason: str, mismatch: bool = False) -> None:
+        entry = failures.setdefault(url, [reason, 0])
+        entry[0] = one_line(reason)
+        entry[1] += 1
+        last_was_mismatch[0] = mismatch
+
     try:
         for url in urls:
             attempt = 0
@@ -245,21 +300,28 @@ def _download(asset: Asset, dest: Path, urls: list[str], retries, backoff, timeo
                 try:
                     resumed = _fetch(url, part, timeout, bar)
                 except urllib.error.HTTPError as exc:
-                    reason = f"HTTP {exc.code} {exc.reason}"
-                    errors.append(f"{url}: {reason}")
+                    failed(url, f"HTTP {exc.code} {exc.reason}")
                     if exc.code == 416:  # range past the end: the .part is bad
                         part.unlink(missing_ok=True)
                     if exc.code in (404, 410, 403, 401):
                         break  # no point retrying this URL
                 except (urllib.error.URLError, OSError, DownloadError) as exc:
-                    errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+                    full = no_space_error(exc, part) if isinstance(exc, OSError) else exc
+                    if isinstance(full, DiskFullError):
+                        raise full from None
+                    reason = getattr(exc, "reason", None) or exc
+                    if isinstance(reason, socket.gaierror):
+                        reason = f"host not found ({reason.strerror}; offline?)"
+                    failed(url, str(reason))
+                    if _definitive(exc):
+                        break
                 else:
                     if verify(asset, part):
                         os.replace(part, dest)
                         return dest
                     got = file_checksum(part, asset.algorithm)
                     part.unlink(missing_ok=True)
-                    errors.append(f"{url}: checksum mismatch ({asset.algorithm} {got}, expected {asset.checksum})")
+                    failed(url, f"checksum mismatch ({asset.algorithm} {got}, expected {asset.checksum})", True)
                     if resumed:
                         continue  # the kept bytes were bad: start this URL over from zero
                     break
@@ -269,9 +331,10 @@ def _download(asset: Asset, dest: Path, urls: list[str], retries, backoff, timeo
     finally:
         if bar is not None:
             bar.close()
-    if errors and all("checksum mismatch" in e for e in errors[-1:]):
-        raise ChecksumError(f"asset {asset.tag}: " + "; ".join(errors))
-    raise DownloadError(f"asset {asset.tag}: download failed: " + "; ".join(errors))
+    tried = "; ".join(f"{url}: {reason}" + (f" ({n} tries)" if n > 1 else "") for url, (reason, n) in failures.items())
+    if last_was_mismatch[0]:
+        raise ChecksumError(f"asset {asset.tag}: {tried}")
+    raise DownloadError(f"asset {asset.tag}: download failed ({tried}); {without_network_hint(asset, dest)}")
 
 
 def retrieve_trusted(
@@ -304,12 +367,12 @@ def retrieve_trusted(
         size = path.stat().st_size
         try:
             if asset.size is not None and size != asset.size:
-                raise ValueError(f"{path}: {size} bytes, expected {asset.size}")
+                raise UserError(f"{path}: {size} bytes, expected {asset.size}")
             if check is not None:
                 check(path)
         except ValueError as exc:
             path.replace(path.with_name(path.name + ".bad"))
-            raise ValueError(f"{exc}; moved aside as .bad, run again to re-download") from None
+            raise UserError(f"{exc}; moved aside as .bad, run again to re-download") from None
         record[asset.path_rel] = {"sha256": file_checksum(path), "size": size}
         write_json(record_path, record)
     return path
@@ -357,7 +420,7 @@ def copy_into_cache(src: str | os.PathLike, asset: Asset, root: str | os.PathLik
     return dest
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(UserError):
     """An archive member would be written outside the destination, or is not a plain file."""
 
 
@@ -391,7 +454,7 @@ def archive_members(archive: str | os.PathLike) -> Iterator[tuple[PurePosixPath,
     try:
         tf = tarfile.open(archive, "r:*")
     except tarfile.TarError as exc:
-        raise ValueError(f"{archive}: not a tar or zip archive ({exc})") from None
+        raise UserError(f"{archive}: not a tar or zip archive ({exc})") from None
     with tf:
         for info in tf:
             member = _check_member(archive, info.name)

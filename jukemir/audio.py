@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
 RESAMPLERS = ("kaiser_best", "kaiser_fast", "fft", "soxr_hq")
 _IMPORT_LOCK = threading.Lock()  # decoding threads must not race on librosa's lazy imports
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """A file that cannot be used as audio. ``str()`` is one line: ``<file>: <reason>``."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -43,7 +45,7 @@ class AudioError(ValueError):
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int, resampler: str = "kaiser_best") -> np.ndarray:
     """Resample a 1-D float32 signal from ``orig_sr`` to ``target_sr`` Hz with ``resampler``."""
     if resampler not in RESAMPLERS:
-        raise ValueError(f"unknown resampler {resampler!r}; expected one of {RESAMPLERS}")
+        raise UserError(f"unknown resampler {resampler!r}; expected one of {RESAMPLERS}")
     if orig_sr == target_sr:
         return audio
     if resampler == "fft":
@@ -103,7 +105,7 @@ def load_audio(
     except OSError as exc:
         raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
     if sample_rate is not None and (not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0):
-        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
+        raise UserError(f"sample_rate must be a positive int, got {sample_rate!r}")
     try:
         with sf.SoundFile(str(path)) as f:
             native_sr = f.samplerate
@@ -113,7 +115,7 @@ def load_audio(
             frames = -1 if duration is None else int(round(duration * native_sr))
             data = _read_frames(f, frames)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        raise AudioError(path, f"cannot decode as audio ({exc})") from None
+        raise AudioError(path, f"cannot decode as audio ({_decoder_reason(path, exc)})") from None
     except MemoryError:
         raise AudioError(path, "too large to decode in memory") from None
     except OSError as exc:
@@ -136,6 +138,21 @@ def load_audio(
         if peak > 0:
             audio = audio / peak
     return audio.astype(np.float32, copy=False)
+
+
+def _decoder_reason(path: Path, exc: Exception) -> str:
+    """What libsndfile said, without its misleading parts.
+
+    libsndfile reports a file it opened but could not parse (a corrupt MP3, say)
+    as "File does not exist or is not a regular file"; the loader has checked
+    both already, so that text is replaced by what it means. The file name it
+    repeats is dropped (the error names the file once).
+    """
+    text = " ".join(str(exc).split())
+    text = text.replace(f"Error opening {str(path)!r}: ", "").replace(f"Error opening '{path}': ", "")
+    if "does not exist or is not a regular file" in text:
+        return "no audio format or audio data recognised in it"
+    return text
 
 
 def _read_frames(f, frames: int) -> np.ndarray:
@@ -162,5 +179,5 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, float]:
     try:
         info = sf.info(str(path))
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
-        raise AudioError(path, f"cannot decode as audio ({exc})") from None
+        raise AudioError(path, f"cannot decode as audio ({_decoder_reason(path, exc)})") from None
     return info.samplerate, info.channels, info.duration

@@ -1,6 +1,6 @@
 """The cache root and the path of every pipeline stage's output.
 
-Layout (the original's, REFERENCE section 2), under ``$JUKEMIR_CACHE_DIR``
+Layout (the original's; docs/architecture.md), under ``$JUKEMIR_CACHE_DIR``
 (default ``~/.jukemir/cache``)::
 
     datasets/<name>/...                                   raw downloaded assets
@@ -15,9 +15,30 @@ Directories are created on demand by the functions that return them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+from .errors import UserError
+
 ENV_VAR = "JUKEMIR_CACHE_DIR"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it can be one folder name of the cache, else raise :class:`UserError`.
+
+    Dataset, representation and model names become folder names
+    (``processed/<dataset>``, ``representations/<dataset>/<representation>``),
+    so every command checks them the same way: letters, digits and ``_ . + -``,
+    not starting with ``.``, ``+`` or ``-``, at most 128 characters. No name can
+    therefore reach outside its folder or hide itself.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise UserError(
+            f"{what} {name!r} is not a valid name: use letters, digits and _ . + - "
+            "(starting with a letter or digit, at most 128 characters)"
+        )
+    return name
 
 
 def cache_dir(create: bool = True) -> Path:
@@ -30,8 +51,10 @@ def cache_dir(create: bool = True) -> Path:
     return path
 
 
-def _sub(*parts: str, create: bool = True) -> Path:
-    path = cache_dir(create=create).joinpath(*parts)
+def _sub(stage: str, *names: str, create: bool = True) -> Path:
+    for name in names:
+        check_name(name)
+    path = cache_dir(create=create).joinpath(stage, *names)
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path

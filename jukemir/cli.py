@@ -7,15 +7,33 @@ function. ``jukemir <command> --help`` documents each.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 
 from . import __version__
+from .device import torch_device
+from .errors import JukemirError, UserError, one_line
+from .io import DiskFullError
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; an option's default appended only when it has one worth saying.
+
+    No "(default: None)" or "(default: False)", and nothing when the help text
+    already states its default.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+            and "%(default)" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
 
 
 def _int_list(text: str) -> list[int]:
@@ -37,8 +55,10 @@ def _add_extract(sub):
         "OUTPUT_DIR/.jukemir/errors.jsonl.",
     )
     p.add_argument("representation", help="chroma, mfcc, choi, musicnn, clmr or jukebox")
-    p.add_argument("input_dir", nargs="?", default="/input", help="folder of audio files")
-    p.add_argument("output_dir", nargs="?", default="/output", help="folder for <stem>.npy outputs")
+    p.add_argument("input_dir", nargs="?", default=None,
+                   help="folder of audio files (default in a container: /input)")
+    p.add_argument("output_dir", nargs="?", default=None,
+                   help="folder for the <stem>.npy outputs, created if needed (default in a container: /output)")
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="files per batch (with --batch_idx)")
     p.add_argument("--batch_idx", "--batch-idx", type=int, default=None, help="process only batch I of the sorted list")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
@@ -48,15 +68,15 @@ def _add_extract(sub):
     p.add_argument("--representations", default=None, help=argparse.SUPPRESS)  # the original's unused flag
     _executor_args(p)
     g = p.add_argument_group("model options (each applies to the representation named)")
-    g.add_argument("--weights", default=None, help="path to weights, overriding the download (musicnn/choi/clmr/jukebox)")
-    g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None, help="jukebox arithmetic; fp32 = the original's")
-    g.add_argument("--layers", type=_int_list, default=None, help="jukebox: comma-separated block outputs, e.g. 12,24,36")
-    g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox: mean over time, or keep the time axis")
-    g.add_argument("--allow-short", action="store_true", default=None, help="jukebox: accept clips shorter than 8192 tokens")
-    g.add_argument("--model", dest="model", default=None, help="musicnn: MSD_musicnn_big (paper), MSD_musicnn, MTT_musicnn; jukebox: 5b")
-    g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 = the original (overflows to inf)")
-    g.add_argument("--choi-batch-stats", choices=["on", "off"], default=None, help="choi: on = the original's batch-dependent features")
-    g.add_argument("--clmr-frame", type=int, default=None, help="clmr: 59409 = the paper's, 59049 = corrected")
+    g.add_argument("--weights", default=None, help="local weights instead of the download: choi: folder of weights_layer{0..4}_theano.hdf5; musicnn: TF checkpoint folder or .npz; clmr: checkpoint; jukebox: folder with vqvae.pth.tar and prior_level_2.pth.tar")
+    g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None, help="jukebox arithmetic (default: bf16; fp32 = the original's)")
+    g.add_argument("--layers", type=_int_list, default=None, help="jukebox: comma-separated block outputs, e.g. 12,24,36 (default: 36, the paper's)")
+    g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox: mean over time (default), or keep the time axis")
+    g.add_argument("--allow-short", action="store_true", default=None, help="jukebox: accept clips shorter than 8192 tokens (about 23.8 s)")
+    g.add_argument("--model", dest="model", default=None, help="musicnn: MSD_musicnn_big (default, the paper's), MSD_musicnn, MTT_musicnn; jukebox: 5b (default)")
+    g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 (default) = the original's rounding, which can give inf; float32 = fixed")
+    g.add_argument("--choi-batch-stats", choices=["on", "off"], default=None, help="choi: on (default) = the original's batch-dependent features; off = per-file")
+    g.add_argument("--clmr-frame", type=int, default=None, help="clmr: 59409 (default) = the paper's framing, 59049 = corrected")
     p.set_defaults(func=_cmd_extract)
 
 
@@ -74,23 +94,42 @@ def _executor(args):
 REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame")
 
 
+CONTAINER_INPUT, CONTAINER_OUTPUT = "/input", "/output"
+
+
+def _extract_folders(args) -> tuple[str, str]:
+    """INPUT_DIR and OUTPUT_DIR, or the container's /input and /output when they are left out there."""
+    usage = f"jukemir extract {args.representation} INPUT_DIR OUTPUT_DIR"
+    input_dir, output_dir = args.input_dir, args.output_dir
+    if input_dir is None:
+        if not os.path.isdir(CONTAINER_INPUT):
+            raise UserError(f"no INPUT_DIR given (and no {CONTAINER_INPUT}, a container's default): {usage}")
+        input_dir = CONTAINER_INPUT
+    if output_dir is None:
+        if not os.path.isdir(CONTAINER_OUTPUT):
+            raise UserError(f"no OUTPUT_DIR given (and no {CONTAINER_OUTPUT}, a container's default): {usage}")
+        output_dir = CONTAINER_OUTPUT
+    return input_dir, output_dir
+
+
 def _cmd_extract(args) -> int:
     from .representations.folder import run_folder
 
+    input_dir, output_dir = _extract_folders(args)
     options = {k: getattr(args, k) for k in REP_OPTIONS if getattr(args, k) is not None}
     if args.device is not None:
         options["device"] = args.device
     executor = _executor(args)
     if executor is not None:
         if args.batch_idx is not None:
-            raise ValueError("--batch_idx selects one batch for one worker; with --executor ray leave it out")
-        summary = executor.extract(args.representation, args.input_dir, args.output_dir,
+            raise UserError("--batch_idx selects one batch for one worker; with --executor ray leave it out")
+        summary = executor.extract(args.representation, input_dir, output_dir,
                                    batch_size=args.batch_size or 256, options=options, progress=not args.no_progress)
         return 0 if summary.ok else 1
     report = run_folder(
         args.representation,
-        args.input_dir,
-        args.output_dir,
+        input_dir,
+        output_dir,
         batch_size=args.batch_size,
         batch_idx=args.batch_idx,
         options=options,
@@ -137,7 +176,7 @@ def _cmd_download(args) -> int:
             print(f"{tag}: {n} .npy files in {folder}")
         return 0
     if args.selectors:
-        raise ValueError(f"unexpected arguments after {args.target}: {' '.join(args.selectors)}")
+        raise UserError(f"unexpected arguments after {args.target}: {' '.join(args.selectors)}")
     if args.target == "metadata":
         assets = [process.metadata_asset(name) for name in process.MODULES]
         paths = process.fetch(assets, mirror=args.mirror, jobs=args.jobs)
@@ -247,15 +286,27 @@ def _add_grid_config(sub):
         description="Write one JSON file per config of the grid (the paper's 216, or the 12-config demo\n"
         "grid) to $JUKEMIR_CACHE_DIR/probes/<dataset>/<representation>/<uid>.json.",
     )
-    p.add_argument("dataset")
-    p.add_argument("representation")
+    p.add_argument("dataset", help="a benchmark (gtzan_ff, magnatagatune, giantsteps_clips, emomusic), "
+                   "synthetic, or a dataset you imported")
+    p.add_argument("representation", help="whose features the probes will read: chroma, mfcc, choi, "
+                   "musicnn, clmr, jukebox, or the name of a features folder")
     p.add_argument("--grid", choices=["paper", "demo"], default="paper", help="which grid")
     p.set_defaults(func=_cmd_grid_config)
+
+
+def _check_pair(dataset: str, representation: str) -> None:
+    """Refuse an unknown dataset or a representation name that cannot be a folder, before any work."""
+    from .cache import check_name
+    from .datasets import get_dataset
+
+    get_dataset(dataset)
+    check_name(representation, "representation")
 
 
 def _cmd_grid_config(args) -> int:
     from .probe.grid import named_grid_cfgs, write_grid_configs
 
+    _check_pair(args.dataset, args.representation)
     paths = write_grid_configs(named_grid_cfgs(args.dataset, args.representation, args.grid))
     print(f"grid-config {args.dataset}/{args.representation}: {len(paths)} configs in {paths[0].parent}")
     return 0
@@ -274,8 +325,10 @@ def _add_probe(sub):
         "Non-finite features (NaN/inf) are reported and, by default, replaced: +/-inf by the\n"
         "training split's per-dimension finite max/min, NaN by its finite mean.",
     )
-    p.add_argument("dataset")
-    p.add_argument("representation")
+    p.add_argument("dataset", help="a benchmark (gtzan_ff, magnatagatune, giantsteps_clips, emomusic), "
+                   "synthetic, or a dataset you imported")
+    p.add_argument("representation", help="whose features to probe: the folder "
+                   "representations/<dataset>/<representation>/ of the cache")
     p.add_argument("--grid", choices=["paper", "demo"], default="paper", help="which grid (ignored with --config)")
     p.add_argument("--config", nargs="+", default=None, metavar="FILE", help="config JSON files to train instead")
     p.add_argument("--serial", action="store_true", help="one config at a time (the original's loop)")
@@ -295,6 +348,8 @@ def _cmd_probe(args) -> int:
     from .probe.grid import named_grid_cfgs
     from .probe.train import train_grid
 
+    _check_pair(args.dataset, args.representation)
+    torch_device(args.device)  # a device that is not there: say so before loading anything
     if args.config:
         cfgs = [load_config(path) for path in args.config]
     else:
@@ -333,6 +388,7 @@ def _add_evaluate(sub):
 def _cmd_evaluate(args) -> int:
     from .probe.evaluate import evaluate, results_table
 
+    torch_device(args.device)
     rows = evaluate(
         args.dataset, args.representation, split=args.split, metric=args.metric, out=args.out,
         expected_num_runs=args.expected_num_runs, nonfinite=args.nonfinite, device=args.device,
@@ -391,6 +447,20 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+# The subcommands, in pipeline order (as `jukemir --help` lists them).
+COMMANDS = (
+    _add_demo,
+    _add_download,
+    _add_process,
+    _add_import,
+    _add_extract,
+    _add_grid_config,
+    _add_probe,
+    _add_evaluate,
+    _add_report,
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jukemir",
@@ -401,9 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"jukemir {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, add in list(globals().items()):
-        if name.startswith("_add_"):
-            add(sub)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
@@ -418,11 +487,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jukemir: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+    except JukemirError as exc:
         hint = ""
-        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if isinstance(exc, DiskFullError):
             hint = "; free some space and run the same command again (finished work is kept)"
         print(f"jukemir {args.command}: error: {exc}{hint}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not about a file the user named: a bug, keep the traceback
+        # the system refused a file the user named (permissions, a missing folder, ...)
+        print(one_line(f"jukemir {args.command}: error: {exc.filename}: {exc.strerror or exc}"), file=sys.stderr)
         return 2
 
 

@@ -47,15 +47,19 @@ def run_demo(
     data_dir = synthetic.generate(
         songs_per_key=songs_per_key, clips_per_song=clips_per_song, clip_seconds=clip_seconds, progress=progress
     )
-    for rep in REPRESENTATIONS:
-        _say(f"[2/5] extracting {rep}")
+    for i, rep in enumerate(REPRESENTATIONS):
+        warm = " (the first file also loads librosa and compiles its kernels: a few seconds)" if i == 0 else ""
+        _say(f"[2/5] extracting {rep}{warm}")
         result = run_folder(rep, data_dir / "wav", cache.representations_dir(DATASET, rep), progress=progress)
         if not result.ok:
             raise RuntimeError(f"extracting {rep} failed for {len(result.failed)} file(s); see the messages above")
     for rep in REPRESENTATIONS:
         cfgs = named_grid_cfgs(DATASET, rep, grid)
         _say(f"[3/5] training {len(cfgs)} probes ({grid} grid) on {rep}")
-        train_grid(DATASET, rep, cfgs, progress=progress)
+        summaries = train_grid(DATASET, rep, cfgs, progress=progress)
+        reused = sum(s["status"] != "trained" for s in summaries)
+        if reused:
+            _say(f"      {reused} of them were already trained on these features: reused")
     _say("[4/5] selecting probes on validation and evaluating on test")
     rows = evaluate([DATASET], list(REPRESENTATIONS), split="test")
     table = results_table(rows)

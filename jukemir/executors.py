@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Callable, Sequence
 
+from .errors import UserError
+
 
 class LocalExecutor:
     """Runs every unit in this process, one after another."""
@@ -55,7 +57,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise RuntimeError("the Ray executor needs Ray: pip install 'jukemir[ray]'") from None
+            raise UserError("the Ray executor needs Ray: pip install 'jukemir[ray]'") from None
         self.ray = ray
         self.max_retries = max_retries
         if not ray.is_initialized():
@@ -151,4 +153,4 @@ def get_executor(name: str = "local", address: str | None = None, **kwargs):
         return LocalExecutor()
     if name == "ray":
         return RayExecutor(address=address, **kwargs)
-    raise ValueError(f"unknown executor {name!r}; expected 'local' or 'ray'")
+    raise UserError(f"unknown executor {name!r}; expected 'local' or 'ray'")

@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import JukemirError, UserError
+
 TMP_MARK = ".jukemir-tmp-"
 
 
@@ -32,7 +34,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class DiskFullError(OSError):
+class DiskFullError(JukemirError, OSError):
     """Raised when a write fails for lack of space: a full device (ENOSPC), an exhausted disk
     quota (EDQUOT) or a file-size limit (EFBIG). ``str()`` is one line naming the file."""
 
@@ -118,14 +120,35 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+def json_bytes(obj: Any, gz: bool = False) -> bytes:
+    """``obj`` as the bytes :func:`write_json` writes (indent 2, sorted keys; gzip-compressed if ``gz``)."""
+    data = json.dumps(obj, indent=2, sort_keys=True).encode("utf-8")
+    return gzip.compress(data, mtime=0) if gz else data
+
+
 def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> None:
     """Atomically write ``obj`` as JSON (indent 2, sorted keys; gzip if ``.gz``)."""
-    text = json.dumps(obj, indent=2, sort_keys=True)
-    data = text.encode("utf-8")
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
+    data = json_bytes(obj, gz=str(path).endswith(".gz"))
     with atomic_write(path, "wb", overwrite=overwrite) as handle:
         handle.write(data)
+
+
+def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Atomically write ``data`` to ``path`` unless the file already holds exactly those bytes.
+
+    Returns whether it wrote. An identical file is left untouched, modification
+    time included, so what was derived from it (features, whose provenance
+    records the source's size and mtime) stays valid.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    with atomic_write(path) as handle:
+        handle.write(data)
+    return True
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -139,7 +162,7 @@ def read_json(path: str | os.PathLike) -> Any:
         with opener(path, "rt", encoding="utf-8") as handle:
             return json.load(handle)
     except (ValueError, EOFError, gzip.BadGzipFile) as exc:  # JSONDecodeError, UnicodeDecodeError, bad gzip
-        raise ValueError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
+        raise UserError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

@@ -157,6 +157,32 @@ def metric_label(metric: str) -> str:
     return f"{metric[:-3]} R²" if metric.endswith("_r2") else metric
 
 
+METRIC_NOTES = {
+    "multiclass": "{ds}: accuracy, the share of test items whose most likely class is right.",
+    "key": "{ds}: key score (MIREX weighted), per song: 1 for the right key, 0.5 for the key a perfect fifth "
+    "above it, 0.3 for its relative major/minor, 0.2 for its parallel key, else 0; a song's key is the "
+    "ensemble of its clips' predictions (vote, max, geometric or arithmetic mean, whichever scored best on "
+    "validation). Accuracy counts only exact keys, and the confusion matrix shows single clips, so its "
+    "accuracy differs from both.",
+    "multilabel": "{ds}: ROC-AUC and average precision, each computed per tag over the test clips, then "
+    "averaged over the tags (macro).",
+    "regression": "{ds}: R², the coefficient of determination, per target (1 is perfect, 0 predicts the "
+    "mean); the headline is their mean.",
+}
+
+
+def metric_notes(datasets) -> list[str]:
+    """One sentence per dataset saying what its metrics measure (for the report's readers)."""
+    from .datasets import get_dataset
+
+    notes = []
+    for ds in dict.fromkeys(datasets):
+        spec = get_dataset(ds)
+        kind = "key" if spec.key_clips else spec.task
+        notes.append(METRIC_NOTES[kind].format(ds=ds))
+    return notes
+
+
 def _bar_chart(dataset: str, comps: list[dict], out: Path) -> str:
     from matplotlib.lines import Line2D
 
@@ -227,9 +253,8 @@ def _prediction_figure(row: dict, spec, probe, data, out: Path) -> str:
         unit = "clips" if spec.key_clips else "items"
         ax.set_xlabel("predicted label (per clip)" if spec.key_clips else "predicted label")
         ax.set_ylabel("true label")
-        ax.set_title(
-            f"{pair}: test confusion matrix\n{len(y)} {unit}, accuracy {100 * np.mean(pred == y):.1f}%"
-        )
+        accuracy = f"{'per-clip ' if spec.key_clips else ''}accuracy {100 * np.mean(pred == y):.1f}%"
+        ax.set_title(f"{pair}: test confusion matrix\n{len(y)} {unit}, {accuracy}")
         fig.colorbar(im, ax=ax, fraction=0.046, label=f"number of {unit}", ticks=MaxNLocator(integer=True))
     elif spec.task == "multilabel":
         from .probe.metrics import roc_auc_per_label
@@ -489,7 +514,11 @@ def write_report(
     comps = comparison_rows(rows)
     sections: list[tuple[str, list[tuple[str, str]]]] = [("Test metric per representation", [])]
     for ds in dict.fromkeys(r["dataset"] for r in rows):
-        caption = f"{ds}: our test metrics (bars) and the paper's (diamonds; hollow: not yet confirmed from the paper)"
+        has_paper = any(c["paper"] is not None for c in comps if c["dataset"] == ds)
+        caption = f"{ds}: our test metrics (bars)" + (
+            " and the paper's (diamonds; hollow: not yet confirmed from the paper)" if has_paper else
+            " (the paper has no numbers for this dataset)"
+        )
         sections[0][1].append((caption, _bar_chart(ds, [c for c in comps if c["dataset"] == ds], out)))
     for row in rows:
         spec = get_dataset(row["dataset"])
@@ -501,9 +530,13 @@ def write_report(
         what = {"multiclass": "confusion matrix", "multilabel": "ROC-AUC per tag"}.get(
             spec.task, "predicted vs true"
         )
-        figures = [
-            (f"{pair}: {what} of the selected probe on test", _prediction_figure(row, spec, probe, data, out))
-        ]
+        caption = f"{pair}: {what} of the selected probe on test"
+        if spec.key_clips:
+            caption += (
+                " (each clip's own prediction; the table's key score is the MIREX weighted score of the "
+                "song-level ensemble, so the two numbers differ)"
+            )
+        figures = [(caption, _prediction_figure(row, spec, probe, data, out))]
         curve = _curve_figure(row, out)
         if curve is not None:
             figures.append((f"{pair}: validation curve of the selected probe", curve))
@@ -558,6 +591,9 @@ def _html_page(comps, sections, provenance, paper) -> str:
         "<h2>Results beside the paper</h2>",
         _html_table(comps),
         "<p>" + "<br>".join(e(n) for n in _footnotes(comps)) + f"</p><p>Paper: {e(paper['source'])}</p>",
+        "<h2>What the metrics mean</h2><ul>"
+        + "".join(f"<li>{e(text)}</li>" for text in metric_notes(c["dataset"] for c in comps))
+        + "</ul>",
     ]
     for title, figures in sections:
         body.append(f"<h2>{e(title)}</h2>")

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
 BLOCK_TRAILER_SIZE = 5  # compression type (1 byte) + masked crc32c (4 bytes)
@@ -58,7 +60,7 @@ DTYPES = {
 DT_STRING, DT_BFLOAT16 = 7, 14
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read; the message names the file and the reason."""
 
 

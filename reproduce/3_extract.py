@@ -31,7 +31,7 @@ from pathlib import Path
 
 DATASETS = ("gtzan_ff", "giantsteps_clips", "magnatagatune", "emomusic")
 REPRESENTATIONS = ("chroma", "mfcc", "choi", "musicnn", "clmr", "jukebox")
-# Items with audio and a split, per dataset (REFERENCE 6 and 9), for when meta.json is not there yet.
+# Items with audio and a split, per dataset (docs/datasets.md), for when meta.json is not there yet.
 PAPER_SIZES = {"gtzan_ff": 930, "giantsteps_clips": 7035, "magnatagatune": 25860, "emomusic": 744}
 GPU = {"musicnn", "clmr", "jukebox"}
 # Options that make a representation compute as the paper did where the default differs.

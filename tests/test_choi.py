@@ -1,4 +1,4 @@
-"""choi: the Keras 1 / Theano port, run with the real weights in ../shared/weights/choi."""
+"""choi: the Keras 1 / Theano port, run with the real official weights, fetched by the asset resolver (docs/fidelity/choi.md)."""
 
 from __future__ import annotations
 
@@ -25,15 +25,6 @@ from jukemir.representations.choi import (
     read_keras_weights,
 )
 from jukemir.representations.folder import run_folder
-
-
-@pytest.fixture(scope="module")
-def choi_dir():
-    from conftest import SHARED
-
-    folder = SHARED / "weights" / "choi"
-    assert folder.is_dir(), f"{folder} is missing: the choi tests need the real weights"
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +211,7 @@ def test_folder_runner_rebuilds_the_shuffled_batches(choi_dir, tmp_path):
             np.testing.assert_allclose(got, feat, rtol=1e-5, atol=1e-5)
 
 
-def test_official_assets_pin_the_shared_files(choi_dir, tmp_path, monkeypatch):
+def test_official_assets_pin_the_real_files(choi_dir, tmp_path, monkeypatch):
     assets = official_assets()
     assert [a.path_rel for a in assets] == [f"models/choi/weights_layer{k}_theano.hdf5" for k in range(5)]
     for k, asset in enumerate(assets):
@@ -233,3 +224,13 @@ def test_official_assets_pin_the_shared_files(choi_dir, tmp_path, monkeypatch):
     rep = Choi(device="cpu")
     assert rep.options()["weights"] == load_weights(choi_dir)[1]
     assert (tmp_path / "cache" / "models" / "choi" / "weights_layer4_theano.hdf5").is_file()
+
+
+def test_weights_option_takes_the_folder_or_one_of_its_files(choi_dir, tmp_path):
+    digest = load_weights(choi_dir)[1]
+    assert load_weights(choi_dir / "weights_layer2_theano.hdf5")[1] == digest  # a file: its folder is meant
+    (tmp_path / "other.hdf5").write_bytes(b"x")
+    with pytest.raises(ValueError, match="other.hdf5: is a file; choi weights are the folder holding"):
+        load_weights(tmp_path / "other.hdf5")
+    with pytest.raises(FileNotFoundError, match="no such folder of choi weights"):
+        load_weights(tmp_path / "missing")

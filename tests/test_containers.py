@@ -21,9 +21,11 @@ import pytest
 import torch
 import yaml
 
+from jukemir import cli
 from jukemir.cli import build_parser
+from jukemir.errors import UserError
 from jukemir.representations import DIMS
-from tests.conftest import SHARED, write_tone
+from tests.conftest import write_tone
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
@@ -85,12 +87,22 @@ def outputs(folder: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("rep", REPRESENTATIONS)
-def test_entrypoint_is_the_folder_runner_with_input_output_defaults(rep):
+def test_entrypoint_is_the_folder_runner_with_input_output_defaults(rep, tmp_path, monkeypatch):
     parsed = dockerfile(rep)
     entrypoint = parsed["ENTRYPOINT"][-1]
     assert entrypoint == ["jukemir", "extract", rep]
     args = build_parser().parse_args(entrypoint[1:] + ["--batch_size", "256", "--batch_idx", "3"])
-    assert (args.input_dir, args.output_dir, args.batch_size, args.batch_idx) == ("/input", "/output", 256, 3)
+    assert (args.batch_size, args.batch_idx) == (256, 3)
+    # left out, the folders are the container's /input and /output (here stand-ins), when they exist
+    assert (cli.CONTAINER_INPUT, cli.CONTAINER_OUTPUT) == ("/input", "/output")
+    folders = (str(tmp_path / "input"), str(tmp_path / "output"))
+    monkeypatch.setattr(cli, "CONTAINER_INPUT", folders[0])
+    monkeypatch.setattr(cli, "CONTAINER_OUTPUT", folders[1])
+    with pytest.raises(UserError, match="no INPUT_DIR given"):
+        cli._extract_folders(args)
+    for folder in folders:
+        os.mkdir(folder)
+    assert cli._extract_folders(args) == folders
     assert parsed["USER"][-1] == "1000:1000"  # non-root, numeric
     assert "JUKEMIR_CACHE_DIR=/jukemir/cache" in " ".join(parsed["ENV"])
 
@@ -109,7 +121,7 @@ def test_images_are_pinned_and_share_their_common_layers():
     assert pins and all(re.fullmatch(r"[\w.-]+==[\w.]+", line) for line in pins)
     base = dockerfile("base")
     assert base["CMD"] == [["bash"]] and "JUKEMIR_IN_DOCKER=1" in base["ENV"]
-    assert "ffmpeg" in " ".join(base["RUN"]) and "[jukebox,choi,ray]" in " ".join(base["RUN"])
+    assert "ffmpeg" in " ".join(base["RUN"]) and "/src[ray]" in " ".join(base["RUN"])
     # weights baked at build time by the package's own (checksummed) download code
     for rep in ("choi", "clmr", "musicnn"):
         assert f"g('{rep}', device='cpu'" in " ".join(dockerfile(rep)["RUN"])
@@ -167,11 +179,11 @@ def test_handcrafted_entrypoints_fill_the_output_folder(rep, tmp_path):
     assert r.returncode != 0 and "batch index" in r.stderr.lower()
 
 
-def test_choi_entrypoint_with_the_weights_as_baked(tmp_path, isolated_cache):
+def test_choi_entrypoint_with_the_weights_as_baked(tmp_path, isolated_cache, choi_dir):
     # the image bakes the five official files into <cache>/models/choi; stage the same files there
     models = isolated_cache / "models" / "choi"
     models.mkdir(parents=True)
-    for path in sorted((SHARED / "weights" / "choi").glob("*.hdf5")):
+    for path in sorted(choi_dir.glob("*.hdf5")):
         shutil.copy(path, models)
     wavs = tone_folder(tmp_path / "input", 3, seconds=2.0)
     r = run_entrypoint("choi", "--device", "cpu", input_dir=wavs, output_dir=tmp_path / "output")
@@ -180,12 +192,10 @@ def test_choi_entrypoint_with_the_weights_as_baked(tmp_path, isolated_cache):
     assert len(features) == 3 and all(v.shape == (160,) and np.isfinite(v).all() for v in features.values())
 
 
-def test_musicnn_entrypoint_with_the_small_official_model(tmp_path, isolated_cache):
-    # MSD_musicnn_big's data file is not here: the small MSD_musicnn (same code path: official
+def test_musicnn_entrypoint_with_the_small_official_model(tmp_path, isolated_cache, musicnn_dir):
+    # MSD_musicnn_big's data file is not needed: the small MSD_musicnn (same code path: official
     # checksummed files in <cache>/models/musicnn, converted once) stands in for it
-    shutil.copytree(
-        SHARED / "weights" / "musicnn" / "MSD_musicnn", isolated_cache / "models" / "musicnn" / "MSD_musicnn"
-    )
+    shutil.copytree(musicnn_dir / "MSD_musicnn", isolated_cache / "models" / "musicnn" / "MSD_musicnn")
     wavs = tone_folder(tmp_path / "input", 2, seconds=3.5, sr=16000)
     r = run_entrypoint(
         "musicnn", "--model", "MSD_musicnn", "--device", "cpu", input_dir=wavs, output_dir=tmp_path / "output"
@@ -380,6 +390,7 @@ def test_scripts_loop_over_the_chosen_datasets_and_representations(bin_dir, tmp_
     assert len(ray) == 4
 
 
+@pytest.mark.slow
 def test_reproduce_end_to_end_locally_on_the_synthetic_dataset(bin_dir, isolated_cache, monkeypatch):
     """3_extract.py --local -> 4_grid_config.sh -> 5_grid_train_serial.sh -> 6_evaluate.sh, natively."""
     from jukemir.datasets import synthetic

@@ -26,8 +26,6 @@ from jukemir.datasets.process import compare_metadata, split_counts
 from jukemir.io import read_json, write_json
 from tests.loopback import FileServer
 
-SHARED_META = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "jukemir" / "metadata"
-
 
 # ---------------------------------------------------------------- loopback HTTP server
 @pytest.fixture
@@ -150,7 +148,7 @@ def test_package_manifests_cover_every_asset_with_mirrors_and_checksums():
     for name in ["gtzan_ff", "magnatagatune", "giantsteps_clips", "emomusic"]:
         asset = assets.get_asset(f"METADATA_{name}")
         assert "241555645682d18fb909775c54014edfc3a03163" in asset.urls[0]
-        assert asset.checksum == sha256((SHARED_META / f"{name}.json.gz").read_bytes())
+        assert asset.mirror_path == f"reference/jukemir/metadata/{name}.json.gz"
     with pytest.raises(ValueError, match="unknown asset 'NOPE'"):
         assets.get_asset("NOPE")
 
@@ -590,11 +588,11 @@ def test_precomputed_download_unpack_and_reject_unsafe(world, capsys):
 
 # ---------------------------------------------------------------- the paper's metadata
 @pytest.fixture
-def real_metadata_mirror(tmp_path):
-    """A mirror folder laid out like the cache, linking to the reference copies."""
+def real_metadata_mirror(tmp_path, paper_metadata):
+    """A mirror folder laid out like the cache, linking to the real files."""
     folder = tmp_path / "mirror" / "datasets" / "metadata"
     folder.mkdir(parents=True)
-    for path in SHARED_META.glob("*.json.gz"):
+    for path in paper_metadata.glob("*.json.gz"):
         (folder / path.name).symlink_to(path)
     return tmp_path / "mirror"
 
@@ -623,9 +621,9 @@ def test_real_metadata_reproduces_reference_counts(real_metadata_mirror, capsys)
             assert all(len(r["y"]) == 2 for r in in_split)
 
 
-def test_metadata_derived_from_annotations_rebuilt_from_the_real_files():
+def test_metadata_derived_from_annotations_rebuilt_from_the_real_files(paper_metadata):
     """Rebuild the raw annotation tables from the extras in the real metadata; derivation must give it back."""
-    real = read_json(SHARED_META / "gtzan_ff.json.gz")
+    real = read_json(paper_metadata / "gtzan_ff.json.gz")
     lists = {"train": [], "valid": [], "test": []}
     for record in real.values():
         lists[record["split"]].append(f"{record['y']}/{record['extra']['id']}.wav")
@@ -635,7 +633,7 @@ def test_metadata_derived_from_annotations_rebuilt_from_the_real_files():
     derived = gtzan.derive(wavs, lists)
     assert compare_metadata(derived, real) == [] and len(wavs) - len(listed) == 70
 
-    real = read_json(SHARED_META / "emomusic.json.gz")
+    real = read_json(paper_metadata / "emomusic.json.gz")
     assert (
         compare_metadata(
             emomusic.derive({s: [r["extra"][s] for r in real.values()] for s in emomusic.TABLES}), real
@@ -643,7 +641,7 @@ def test_metadata_derived_from_annotations_rebuilt_from_the_real_files():
         == []
     )
 
-    real = read_json(SHARED_META / "magnatagatune.json.gz")
+    real = read_json(paper_metadata / "magnatagatune.json.gz")
     clip_rows = [r["extra"] for r in real.values()]
     order: list[str] = []  # a tag column order consistent with every y_all (y_all follows the CSV columns)
     for record in sorted(real.values(), key=lambda r: -len(r["y_all"] or [])):
@@ -667,7 +665,7 @@ def test_metadata_derived_from_annotations_rebuilt_from_the_real_files():
 
     # The real metadata keeps only the tracks that passed the filter, so the artist links that ran
     # through dropped tracks are missing: at most a few songs come out train instead of valid.
-    real = read_json(SHARED_META / "giantsteps_clips.json.gz")
+    real = read_json(paper_metadata / "giantsteps_clips.json.gz")
     tracks = {
         r["extra"]["id"]: ("test" if r["split"] == "test" else "train", r["extra"]["id"], r["extra"])
         for r in real.values()

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 
 from jukemir.executors import LocalExecutor, get_executor
 from tests.conftest import write_tone
 from tests.fake_reps import CrashOnce, Energy
-
-ray = pytest.importorskip("ray", reason="the Ray tests need ray (pip install 'jukemir[ray]'; CI installs it)")
 
 REPO = Path(__file__).resolve().parents[1]
 

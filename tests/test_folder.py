@@ -1,4 +1,4 @@
-"""The folder contract (REFERENCE 7.0) on chroma/mfcc and a tiny fake representation."""
+"""The folder contract (docs/architecture.md) on chroma/mfcc and a tiny fake representation."""
 
 import json
 import subprocess

@@ -249,6 +249,21 @@ def test_broken_files_are_named_with_the_reason(ckpt_dir, tmp_path):
         W.CheckpointIndex(tmp_path / "text.pth.tar")
 
 
+def test_random_bytes_are_a_clear_error_never_a_crash(tmp_path):
+    """Files of random bytes (some behind a pickle header) are refused with one line, never MemoryError."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "vqvae.pth.tar"
+    for i in range(60):
+        data = rng.bytes(int(rng.integers(1, 20_000)))
+        if i % 3 == 1:
+            data = b"\x80\x02" + data  # past the first byte: the unpickler reads on
+        if i % 3 == 2:  # the legacy format's first pickle (its magic number), then garbage
+            data = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19." + b"\x80\x02" + data
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=r"vqvae.pth.tar: (not a readable torch checkpoint|expected a dict)"):
+            W.CheckpointIndex(path)
+
+
 def test_zip_format_reads_the_same(ckpt_dir, tmp_path):
     folder = write_checkpoints(tmp_path / "zip", zip_format=True)
     with W.CheckpointIndex(folder / "prior_level_2.pth.tar") as z, W.CheckpointIndex(ckpt_dir / "prior_level_2.pth.tar") as leg:

@@ -1,4 +1,4 @@
-"""musicnn: the TF 1 checkpoint reader and the PyTorch port, run with the real weights in ../shared."""
+"""musicnn: the TF 1 checkpoint reader and the PyTorch port, on real weights fetched by the asset resolver (docs/fidelity/musicnn.md)."""
 
 from __future__ import annotations
 
@@ -51,17 +51,10 @@ README_TOP10 = [
 SR = 16_000
 
 
-@pytest.fixture
-def musicnn_dir(shared_dir):
-    return shared_dir / "weights" / "musicnn"
-
-
 @pytest.fixture(scope="module")
-def mtt(request):
+def mtt(musicnn_dir):
     """The MTT_musicnn port with the real weights (built once for the module)."""
-    from conftest import SHARED
-
-    return Musicnn("MTT_musicnn", device="cpu", weights=SHARED / "weights" / "musicnn" / "MTT_musicnn")
+    return Musicnn("MTT_musicnn", device="cpu", weights=musicnn_dir / "MTT_musicnn")
 
 
 def tone(seconds: float, freq: float = 110.0, amplitude: float = 0.5) -> np.ndarray:
@@ -178,7 +171,7 @@ def test_wrong_architecture_is_refused(musicnn_dir):
         read_tf_weights(musicnn_dir / "MTT_musicnn", "MSD_musicnn_big")
 
 
-def test_official_checksums_pin_the_shared_files(musicnn_dir):
+def test_official_checksums_pin_the_real_files(musicnn_dir):
     for (model, name), (sha256, blob, size) in OFFICIAL.items():
         path = musicnn_dir / model / name
         if not path.exists():

@@ -7,7 +7,7 @@ Usage::
 REFERENCE_DIR holds the original jukemir's ``assets/*.json`` (TAG -> {path_rel,
 url, checksum}) and ``metadata/*.json.gz``. Each entry is rewritten in our
 format, TAG -> {path_rel, urls, checksum}, with the URLs in order of
-preference: dead hosts are preceded by their known mirrors (REFERENCE 13.2) and
+preference: dead hosts are preceded by their known mirrors (docs/datasets.md) and
 kept last, in case they come back. The checksums are the original's, so a
 mirror is accepted only if it serves the very same bytes. A ``metadata.json``
 is added for the paper's processed metadata, pinned to the commit the

@@ -3,7 +3,7 @@
 Every processed dataset is a folder ``processed/<name>/`` with ``wav/<uid>.wav``
 and one ``meta.json`` mapping uid -> ``{"split": "train"|"valid"|"test"|null,
 "y": label(s) or numbers, "clip": {...}, "extra": {...}}`` (the original's
-schema, REFERENCE 5 and 6). Datasets imported by a user
+schema, docs/datasets.md). Datasets imported by a user
 (:mod:`jukemir.datasets.custom`) also write ``processed/<name>/dataset.json``,
 from which :func:`get_dataset` learns their task and labels.
 """
@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import cache
+from ..errors import NotFoundError, UserError
 from ..io import read_json
 
 TASKS = ("multiclass", "multilabel", "regression")
@@ -21,11 +22,11 @@ SPLITS = ("train", "valid", "test")
 
 GTZAN_GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 
-# Probe order: index = pitch class + 12 * minor (REFERENCE 6.3).
+# Probe order: index = pitch class + 12 * minor (docs/datasets.md).
 KEY_TONICS = ["C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"]
 KEYS = [f"{t} major" for t in KEY_TONICS] + [f"{t} minor" for t in KEY_TONICS]
 
-# REFERENCE 6.2, probe label order.
+# MagnaTagATune's top 50, in probe label order (docs/datasets.md).
 MTT_TOP50 = [
     "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
     "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male",
@@ -64,9 +65,9 @@ class DatasetSpec:
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise ValueError(f"dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
+            raise UserError(f"dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
         if self.labels is not None and len(self.labels) != self.num_outputs:
-            raise ValueError(f"dataset {self.name!r}: {len(self.labels)} labels but num_outputs={self.num_outputs}")
+            raise UserError(f"dataset {self.name!r}: {len(self.labels)} labels but num_outputs={self.num_outputs}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -97,6 +98,7 @@ def get_dataset(name: str, processed_root: str | Path | None = None) -> DatasetS
     """Return the spec of ``name``: a built-in, or one imported into ``processed/<name>/``."""
     if name in BUILTIN:
         return BUILTIN[name]
+    cache.check_name(name, "dataset")
     root = Path(processed_root) if processed_root else cache.processed_dir(create=False)
     spec_path = root / name / SPEC_FILE
     if spec_path.exists():
@@ -104,13 +106,14 @@ def get_dataset(name: str, processed_root: str | Path | None = None) -> DatasetS
         try:
             return DatasetSpec(**fields)
         except TypeError as exc:  # not an object, or a missing or unknown field
-            raise ValueError(f"{spec_path}: not a dataset spec ({exc})") from None
+            raise UserError(f"{spec_path}: not a dataset spec ({exc})") from None
     known = ", ".join(BUILTIN)
-    raise ValueError(f"unknown dataset {name!r}: not one of {known} and no {spec_path}")
+    raise UserError(f"unknown dataset {name!r}: not one of {known} and no {spec_path}")
 
 
 def meta_path(name: str, processed_root: str | Path | None = None) -> Path:
     """Path of ``processed/<name>/meta.json``."""
+    cache.check_name(name, "dataset")
     root = Path(processed_root) if processed_root else cache.processed_dir(create=False)
     return root / name / "meta.json"
 
@@ -119,15 +122,15 @@ def load_meta(name: str, processed_root: str | Path | None = None) -> dict:
     """Read ``processed/<name>/meta.json`` (uid -> record); a clear error when it is missing."""
     path = meta_path(name, processed_root)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no meta.json for dataset {name!r}; process or generate it first")
+        raise NotFoundError(f"{path}: no meta.json for dataset {name!r}; process or generate it first")
     meta = read_json(path)
     if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping uid -> record")
+        raise UserError(f"{path}: expected a JSON object mapping uid -> record")
     for uid, rec in meta.items():
         if not isinstance(rec, dict) or "y" not in rec:
-            raise ValueError(f"{path}: record {uid!r} has no 'y'")
+            raise UserError(f"{path}: record {uid!r} has no 'y'")
         if rec.get("split") not in (*SPLITS, None):
-            raise ValueError(f"{path}: record {uid!r} has split {rec.get('split')!r}")
+            raise UserError(f"{path}: record {uid!r} has split {rec.get('split')!r}")
     return meta
 
 

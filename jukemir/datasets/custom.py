@@ -30,6 +30,8 @@ from typing import Sequence
 import numpy as np
 
 from .. import cache
+from ..cache import check_name
+from ..errors import UserError
 from ..io import write_json
 from . import BUILTIN, SPEC_FILE, SPLITS, TASKS, DatasetSpec
 from .process import ProcessReport, Source, write_processed
@@ -39,7 +41,7 @@ TAG_SEPARATOR = ";"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class LabelsError(ValueError):
+class LabelsError(UserError):
     """A problem in the labels CSV; ``str()`` is one line naming the file and row."""
 
 
@@ -50,7 +52,7 @@ def parse_split(text: str) -> tuple[float, float, float]:
     except ValueError:
         parts = ()
     if len(parts) != 3 or any(p < 0 or not math.isfinite(p) for p in parts) or parts[0] <= 0 or parts[1] <= 0:
-        raise ValueError(
+        raise UserError(
             f"--split must be TRAIN/VALID/TEST proportions with train and valid > 0, e.g. 80/10/10; got {text!r}"
         )
     return parts
@@ -69,7 +71,7 @@ def random_splits(uids: Sequence[str], proportions: Sequence[float], seed: int =
             sizes[i] = 1
     sizes[0] = n - sizes[1] - sizes[2]
     if sizes[0] < 1:
-        raise ValueError(f"{n} items are too few to split {'/'.join(f'{p:g}' for p in proportions)}")
+        raise UserError(f"{n} items are too few to split {'/'.join(f'{p:g}' for p in proportions)}")
     order = np.random.default_rng(seed).permutation(n)
     names = ["train"] * sizes[0] + ["valid"] * sizes[1] + ["test"] * sizes[2]
     return {uids[i]: names[k] for k, i in enumerate(order)}
@@ -92,7 +94,7 @@ def read_labels(
     id that cannot be a file name, an empty or non-numeric label, a bad split.
     """
     if task not in TASKS:
-        raise ValueError(f"--task must be one of {TASKS}, got {task!r}")
+        raise UserError(f"--task must be one of {TASKS}, got {task!r}")
     labels_csv, audio_dir = Path(labels_csv), Path(audio_dir)
     if not labels_csv.is_file():
         raise LabelsError(f"{labels_csv}: labels file not found")
@@ -100,7 +102,7 @@ def read_labels(
         raise LabelsError(f"{audio_dir}: audio folder not found")
     label_columns = list(label_columns)
     if task != "regression" and len(label_columns) != 1:
-        raise ValueError(f"a {task} dataset has one label column, got {label_columns}")
+        raise UserError(f"a {task} dataset has one label column, got {label_columns}")
     known = ["file", "id", *label_columns, *([split_column] if split_column else [])]
     with open(labels_csv, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -175,7 +177,7 @@ def dataset_spec(name: str, task: str, meta: dict, label_columns: Sequence[str])
     if task == "multiclass":
         labels = sorted({rec["y"] for rec in meta.values()})
         if len(labels) < 2:
-            raise ValueError(f"dataset {name}: a multiclass task needs at least 2 classes, found {labels}")
+            raise UserError(f"dataset {name}: a multiclass task needs at least 2 classes, found {labels}")
         return DatasetSpec(
             name, task, labels, len(labels), PRIMARY_METRIC[task], description=f"imported {task}"
         )
@@ -211,10 +213,9 @@ def import_dataset(
     ``overwrite``. ``dataset.json`` and ``meta.json`` are written only when
     every file converted.
     """
-    if not _NAME.match(name):
-        raise ValueError(f"dataset name {name!r}: use letters, digits, _ . - only")
+    check_name(name, "dataset name")
     if name in BUILTIN:
-        raise ValueError(f"dataset name {name!r} is a built-in dataset; choose another")
+        raise UserError(f"dataset name {name!r} is a built-in dataset; choose another")
     meta, paths = read_labels(
         labels_csv, audio_dir, task, label_columns=label_columns, split_column=split_column
     )
@@ -224,7 +225,7 @@ def import_dataset(
             meta[uid]["split"] = s
     for required in ("train", "valid"):
         if not any(rec["split"] == required for rec in meta.values()):
-            raise ValueError(
+            raise UserError(
                 f"{labels_csv}: no item in the {required!r} split; the probe needs train and valid"
             )
     spec = dataset_spec(name, task, meta, label_columns)

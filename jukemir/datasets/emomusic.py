@@ -1,4 +1,4 @@
-"""Emomusic static arousal and valence (``emomusic``; REFERENCE 5.3 and 6.4).
+"""Emomusic static arousal and valence (``emomusic``; docs/datasets.md).
 
 Raw assets: ``clips_45sec.tar.gz`` (``clips_45seconds/<song id>.mp3``, 44.1 kHz)
 and ``annotations.tar.gz`` (six comma-separated CSVs). The uid is the 4-digit
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..assets import Asset, get_asset, unpack
+from ..errors import NotFoundError, UserError
 from .process import Source, fetch
 
 NAME = "emomusic"
@@ -82,12 +83,12 @@ def derive(tables: dict[str, list[dict]]) -> dict:
             if stem == "songs_info":
                 song = (row["Artist"], row["Song title"])
                 if uid in meta or song in songs:
-                    raise ValueError(f"songs_info.csv: song {row['song_id']} ({song}) appears twice")
+                    raise UserError(f"songs_info.csv: song {row['song_id']} ({song}) appears twice")
                 songs.add(song)
                 start = parse_minsec(row["start of the segment (min.sec)"])
                 end = parse_minsec(row["end of the segment (min.sec)"])
                 if end - start != CLIP_SECONDS:
-                    raise ValueError(
+                    raise UserError(
                         f"songs_info.csv: song {row['song_id']} segment is {end - start} s, not 45"
                     )
                 meta[uid] = {
@@ -102,7 +103,7 @@ def derive(tables: dict[str, list[dict]]) -> dict:
                     "extra": {},
                 }
             elif uid not in meta:
-                raise ValueError(f"{stem}.csv: song {row['song_id']} is not in songs_info.csv")
+                raise UserError(f"{stem}.csv: song {row['song_id']} is not in songs_info.csv")
             meta[uid]["extra"][stem] = row
             if stem == "static_annotations":
                 meta[uid]["y"] = [float(row["mean_arousal"]), float(row["mean_valence"])]
@@ -124,7 +125,7 @@ def _find(work: Path, name: str) -> Path:
         return direct
     found = sorted(work.rglob(name))
     if not found:
-        raise FileNotFoundError(f"{work}: no {name} in the unpacked emomusic annotations")
+        raise NotFoundError(f"{work}: no {name} in the unpacked emomusic annotations")
     return found[0]
 
 

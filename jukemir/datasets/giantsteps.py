@@ -1,4 +1,4 @@
-"""GiantSteps key, 30 s clips (``giantsteps_clips``; REFERENCE 5.4 and 6.3).
+"""GiantSteps key, 30 s clips (``giantsteps_clips``; docs/datasets.md).
 
 Raw assets: the GitHub archives of giantsteps-mtg-key-dataset (the train/valid
 pool: ``annotations/{beatport_metadata,annotations}.txt``, per-track
@@ -28,6 +28,7 @@ import numpy as np
 from .. import cache
 from ..assets import Asset, assets_for, registry, unpack
 from ..audio import audio_info
+from ..errors import NotFoundError, UserError
 from .process import Source, fetch
 
 NAME = "giantsteps_clips"
@@ -62,7 +63,7 @@ def mp3_path(did: int) -> Path:
     for template in MP3_TAGS.values():
         if template.format(did) in assets:
             return cache.cache_dir() / assets[template.format(did)].path_rel
-    raise ValueError(f"GiantSteps track {did}: no MP3 asset in the manifests")
+    raise UserError(f"GiantSteps track {did}: no MP3 asset in the manifests")
 
 
 def _artists(row: dict) -> list[str]:
@@ -113,7 +114,7 @@ def derive(
     for pool, did, extra in tracks:
         uid = uid_of(did)
         if uid in seen:
-            raise ValueError(f"GiantSteps: track {did} appears twice")
+            raise UserError(f"GiantSteps: track {did} appears twice")
         seen.add(uid)
         if pool == "train":
             manual = extra["annotations"]["MANUAL KEY"]
@@ -121,13 +122,13 @@ def derive(
                 continue
             tonic, scale = manual.split()
             if not extra["key"].startswith(f"{tonic.lower()} {scale}"):
-                raise ValueError(
+                raise UserError(
                     f"GiantSteps track {did}: MANUAL KEY {manual!r} but key file {extra['key']!r}"
                 )
             tonic = FLATS.get(tonic, tonic)
             splits = {split_of[a] for a in _artists(extra["beatport_metadata"])}
             if len(splits) != 1:
-                raise ValueError(f"GiantSteps track {did}: its artists fall in both train and valid")
+                raise UserError(f"GiantSteps track {did}: its artists fall in both train and valid")
             split = splits.pop()
         else:
             tonic, scale = extra["key"].split()
@@ -151,7 +152,7 @@ def _pool_root(folder: Path) -> Path:
         return folder
     roots = [p for p in sorted(folder.iterdir()) if (p / "md5").is_dir()]
     if len(roots) != 1:
-        raise FileNotFoundError(f"{folder}: expected one unpacked GiantSteps dataset with an md5/ folder")
+        raise NotFoundError(f"{folder}: expected one unpacked GiantSteps dataset with an md5/ folder")
     return roots[0]
 
 
@@ -179,7 +180,7 @@ def read_pool(folder: Path, pool: str) -> tuple[list[dict], list[tuple[str, int,
         extra: dict = {"id": did}
         if pool == "train":
             if did not in beatport or did not in annotations:
-                raise ValueError(
+                raise UserError(
                     f"{root}: track {did} has no row in beatport_metadata.txt or annotations.txt"
                 )
             extra["beatport_metadata"] = beatport[did]

@@ -1,4 +1,4 @@
-"""GTZAN genre, fault-filtered split (``gtzan_ff``; REFERENCE 5.1 and 6.1).
+"""GTZAN genre, fault-filtered split (``gtzan_ff``; docs/datasets.md).
 
 Raw assets: ``GTZAN`` (``genres.tar.gz``: ``genres/<genre>/<genre>.000NN.wav``,
 1000 files at 22,050 Hz) and the Kereliuk et al. (2015) fault-filtered lists
@@ -14,6 +14,7 @@ from pathlib import Path, PurePath
 from typing import Iterable
 
 from ..assets import Asset, get_asset, unpack
+from ..errors import UserError
 from .process import Source, asset_path, fetch
 
 NAME = "gtzan_ff"
@@ -48,7 +49,7 @@ def derive(wav_paths: Iterable[str], split_lists: dict[str, Iterable[str]]) -> d
         for line in lines:
             did = PurePath(line.strip()).stem
             if did in did_to_split:
-                raise ValueError(
+                raise UserError(
                     f"GTZAN split lists: {did} is listed in both {did_to_split[did]} and {split}"
                 )
             did_to_split[did] = split
@@ -58,7 +59,7 @@ def derive(wav_paths: Iterable[str], split_lists: dict[str, Iterable[str]]) -> d
         genre, did = p.parts[-2], p.stem
         uid = uid_of(did)
         if uid in seen:
-            raise ValueError(f"GTZAN: two files with the id {did}")
+            raise UserError(f"GTZAN: two files with the id {did}")
         seen.add(uid)
         if did in did_to_split:
             meta[uid] = {"y": genre, "split": did_to_split[did], "extra": {"id": did, "uid": uid}}

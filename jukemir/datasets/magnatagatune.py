@@ -1,4 +1,4 @@
-"""MagnaTagATune top-50 tags (``magnatagatune``; REFERENCE 5.2 and 6.2).
+"""MagnaTagATune top-50 tags (``magnatagatune``; docs/datasets.md).
 
 Raw assets: ``mp3.zip.001..003`` (one zip cut in three; joined byte-wise, then
 unpacked to ``<hex folder>/<name>.mp3``, 16 kHz), ``clip_info_final.csv`` and
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..assets import Asset, get_asset, unpack
+from ..errors import UserError
 from ..io import atomic_write
 from .process import Source, asset_path, fetch
 
@@ -67,9 +68,9 @@ def derive(clip_rows: Iterable[dict], annotation_rows: Iterable[dict]) -> dict:
         uid = uid_of(row["clip_id"])
         track = (row["url"].strip(), row["track_number"].strip())
         if not all(track):
-            raise ValueError(f"clip_info_final.csv: clip {row['clip_id']} has no url or track_number")
+            raise UserError(f"clip_info_final.csv: clip {row['clip_id']} has no url or track_number")
         if uid in clips:
-            raise ValueError(f"clip_info_final.csv: clip {row['clip_id']} appears twice")
+            raise UserError(f"clip_info_final.csv: clip {row['clip_id']} appears twice")
         clips[uid] = dict(row)
         track_clips[track].append(uid)
     for uids in track_clips.values():
@@ -80,7 +81,7 @@ def derive(clip_rows: Iterable[dict], annotation_rows: Iterable[dict]) -> dict:
     for row in annotation_rows:
         uid = uid_of(row["clip_id"])
         if uid not in clips or clips[uid]["mp3_path"] != row["mp3_path"]:
-            raise ValueError(
+            raise UserError(
                 f"annotations_final.csv: clip {row['clip_id']} does not match clip_info_final.csv"
             )
         tags = [k for k, v in row.items() if k not in ("clip_id", "mp3_path") and v == "1"]
@@ -89,7 +90,7 @@ def derive(clip_rows: Iterable[dict], annotation_rows: Iterable[dict]) -> dict:
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties keep first-seen order
     top = {tag for tag, _ in ranked[:NUM_TAGS]}
     if len(top) != NUM_TAGS:
-        raise ValueError(f"annotations_final.csv: only {len(top)} distinct tags, need {NUM_TAGS}")
+        raise UserError(f"annotations_final.csv: only {len(top)} distinct tags, need {NUM_TAGS}")
 
     meta = {}
     for uid, row in clips.items():
@@ -100,7 +101,7 @@ def derive(clip_rows: Iterable[dict], annotation_rows: Iterable[dict]) -> dict:
         if mp3_path:
             folder = mp3_path.split("/")[0]
             if folder not in SPLIT_OF_FOLDER:
-                raise ValueError(
+                raise UserError(
                     f"clip_info_final.csv: clip {row['clip_id']}: mp3_path {mp3_path!r} is not in a 0-f folder"
                 )
             split = SPLIT_OF_FOLDER[folder]

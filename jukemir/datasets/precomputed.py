@@ -1,4 +1,4 @@
-"""The paper's precomputed features (REFERENCE 3.4): 24 tarballs, one per dataset and representation.
+"""The paper's precomputed features (docs/datasets.md): 24 tarballs, one per dataset and representation.
 
 :func:`download_precomputed` fetches and verifies the tarballs (assets
 ``PRECOMPUTED-<DATASET>-<REPRESENTATION>``) and unpacks their ``.npy`` files into
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import cache
 from ..assets import Asset, archive_members, assets_for
+from ..errors import UserError
 from ..io import atomic_write, read_json, write_json
 from .process import MODULES, canonical_name, fetch
 
@@ -38,7 +39,7 @@ def precomputed_assets(*selectors: str) -> list[Asset]:
                 datasets.add(canonical_name(key))
             except ValueError:
                 known = ", ".join([*MODULES, *REPRESENTATIONS])
-                raise ValueError(
+                raise UserError(
                     f"precomputed: {name!r} is neither a dataset nor a representation ({known})"
                 ) from None
     return [
@@ -67,14 +68,14 @@ def install_precomputed(asset: Asset, tarball: str | Path) -> tuple[Path, int]:
         if member.suffix != ".npy":
             continue
         if member.name in names:
-            raise ValueError(
+            raise UserError(
                 f"{tarball}: {member} and {names[member.name]} would both become {target / member.name}"
             )
         names[member.name] = str(member)
         with open_member() as src, atomic_write(target / member.name) as out:
             shutil.copyfileobj(src, out, 1 << 20)
     if not names:
-        raise ValueError(f"{tarball}: no .npy files in the archive")
+        raise UserError(f"{tarball}: no .npy files in the archive")
     write_json(marker, {"tag": asset.tag, "checksum": asset.checksum, "files": len(names)})
     return target, len(names)
 

@@ -1,6 +1,6 @@
 """Turn downloaded assets into ``processed/<dataset>/{wav/<uid>.wav, meta.json}``.
 
-What the original's ``cache_dataset`` did with ffmpeg (REFERENCE 5.7), done with
+What the original's ``cache_dataset`` did with ffmpeg (docs/datasets.md), done with
 THE audio loader:
 
 * every item with audio is decoded with :func:`jukemir.audio.load_audio` at its
@@ -35,6 +35,7 @@ import importlib
 import math
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ import numpy as np
 from .. import cache
 from ..assets import Asset, DownloadError, get_asset, retrieve_many
 from ..audio import AudioError, audio_info, load_audio
+from ..errors import UserError
 from ..io import FileLock, atomic_write, read_json, remove_stale_temporaries, write_json
 
 MODULES = {
@@ -104,7 +106,7 @@ def canonical_name(name: str) -> str:
     key = ALIASES.get(key, key)
     if key not in MODULES:
         known = ", ".join([*MODULES, *ALIASES])
-        raise ValueError(f"unknown dataset {name!r}: expected one of {known}")
+        raise UserError(f"unknown dataset {name!r}: expected one of {known}")
     return key
 
 
@@ -127,10 +129,10 @@ def fetch(assets: Sequence[Asset], *, mirror: str | None = None, jobs: int = 4) 
     """Download (or verify) ``assets``; return tag -> path. Raise DownloadError listing every failure."""
     _, errors = retrieve_many(assets, jobs=jobs, mirror=mirror)
     if errors:
-        shown = "\n  ".join(errors[:10]) + (
-            f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
-        )
-        raise DownloadError(f"{len(errors)} of {len(assets)} assets failed:\n  {shown}")
+        for line in errors[:10]:  # one line per asset: the URLs tried, why, and how to provide it
+            print(f"jukemir: {line}", file=sys.stderr)
+        more = f" (the first 10 are listed above, {len(errors) - 10} more)" if len(errors) > 10 else " (listed above)"
+        raise DownloadError(f"{len(errors)} of {len(assets)} files could not be downloaded{more}")
     return {a.tag: cache.cache_dir() / a.path_rel for a in assets}
 
 
@@ -287,7 +289,7 @@ def _write_processed(name, meta, sources, out: Path, jobs, progress, overwrite) 
     tasks = []
     for uid in meta:
         if not uid or "/" in uid or uid.startswith("."):
-            raise ValueError(f"dataset {name}: uid {uid!r} cannot be a file name")
+            raise UserError(f"dataset {name}: uid {uid!r} cannot be a file name")
         source = sources.get(uid)
         if source is None:
             report.no_audio += 1
@@ -337,7 +339,7 @@ def process_dataset(
     (recomputed from the raw annotations as the original did).
     """
     if metadata not in METADATA_CHOICES:
-        raise ValueError(f"metadata must be one of {METADATA_CHOICES}, got {metadata!r}")
+        raise UserError(f"metadata must be one of {METADATA_CHOICES}, got {metadata!r}")
     name = canonical_name(name)
     module = dataset_module(name)
     work = work_dir(name)

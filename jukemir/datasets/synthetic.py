@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import cache
-from ..io import atomic_write, write_json
+from ..errors import UserError
+from ..io import json_bytes, write_if_changed
 from . import KEYS
 
 SAMPLE_RATE = 22050
@@ -103,13 +104,14 @@ def generate(
 
     Layout: ``wav/<song>-<clip>.wav`` (22,050 Hz, mono, 16-bit) and ``meta.json``
     in the schema of the original. ``songs_per_key >= 3`` (one valid and one
-    test song per key). Existing identical files are rewritten atomically, so
-    re-running is safe.
+    test song per key). Files that already hold the same bytes are left
+    untouched (so features extracted from them stay valid); others are written
+    atomically, so re-running is safe.
     """
     import soundfile as sf
 
     if songs_per_key < 3:
-        raise ValueError(f"songs_per_key must be >= 3 (train, valid and test songs per key), got {songs_per_key}")
+        raise UserError(f"songs_per_key must be >= 3 (train, valid and test songs per key), got {songs_per_key}")
     out_dir = Path(out_dir) if out_dir else cache.processed_dir("synthetic")
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +133,7 @@ def generate(
             uid = f"{song_uid}-{clip}"
             buf = io.BytesIO()
             sf.write(buf, audio[clip * n_clip : (clip + 1) * n_clip], SAMPLE_RATE, subtype="PCM_16", format="WAV")
-            with atomic_write(wav_dir / f"{uid}.wav") as handle:
-                handle.write(buf.getvalue())
+            write_if_changed(wav_dir / f"{uid}.wav", buf.getvalue())
             meta[uid] = {
                 "split": split,
                 "y": label,
@@ -149,5 +150,6 @@ def generate(
             bar.update(1)
     if bar is not None:
         bar.close()
-    write_json(out_dir / "meta.json", meta)
+    write_if_changed(out_dir / "meta.json", json_bytes(meta))
     return out_dir
+

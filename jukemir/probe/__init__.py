@@ -1,4 +1,4 @@
-"""Probes: small models trained on frozen features to measure what they encode (REFERENCE 8).
+"""Probes: small models trained on frozen features to measure what they encode (docs/probes.md).
 
 * :mod:`.config` — :class:`~.config.ProbeConfig`, the original's 15 fields and run uid.
 * :mod:`.model` — :class:`~.model.SimpleMLP`.

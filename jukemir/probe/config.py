@@ -1,4 +1,4 @@
-"""``ProbeConfig``: the original's 15 probe hyper-parameters and their uid (REFERENCE 8.2).
+"""``ProbeConfig``: the original's 15 probe hyper-parameters and their uid (docs/probes.md).
 
 A config is a ``dict`` (so ``json.dumps(cfg)`` is the config file) holding
 every field, defaults filled in, in the original's order. Its :meth:`uid` is
@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+
+from ..errors import UserError
 
 DEFAULTS = {
     "dataset": None,
@@ -76,18 +78,18 @@ class ProbeConfig(dict):
         given = dict(*args, **kwargs)
         for name in REQUIRED:
             if name not in given:
-                raise ValueError(f"Required field {name} missing")
+                raise UserError(f"Required field {name} missing")
         for name in given:
             if name not in DEFAULTS:
-                raise ValueError(f"Unknown field {name} specified")
+                raise UserError(f"Unknown field {name} specified")
         super().__init__((name, given.get(name, default)) for name, default in DEFAULTS.items())
         try:
             json.dumps(self)
         except (TypeError, ValueError):
-            raise ValueError("All values must be JSON-serializable") from None
+            raise UserError("All values must be JSON-serializable") from None
         for name, (check, expected) in _CHECKS.items():
             if not check(self[name]):
-                raise ValueError(f"probe config field {name!r} must be {expected}, got {self[name]!r}")
+                raise UserError(f"probe config field {name!r} must be {expected}, got {self[name]!r}")
 
     def uid(self) -> str:
         """sha1 hex of the sorted, indented JSON of all 15 fields (the original's run id)."""
@@ -104,6 +106,6 @@ def load_config(path: str | os.PathLike) -> ProbeConfig:
         with open(path, encoding="utf-8") as handle:
             return ProbeConfig(json.load(handle))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise UserError(f"{path}: {exc}") from None

@@ -1,6 +1,6 @@
 """Pick each dataset x representation's best probe on validation and report its test metrics.
 
-As the original's ``aggregate`` (REFERENCE 8.10), except that ties in the
+As the original's ``aggregate`` (docs/probes.md), except that ties in the
 validation metric go to the smallest config uid (the original took whichever
 run the filesystem listed first) and the data folders given are honoured.
 """
@@ -13,6 +13,7 @@ from typing import Sequence
 
 from .. import cache
 from ..datasets import SPLITS, get_dataset
+from ..errors import NotFoundError, UserError
 from ..io import read_json, write_json
 from .train import load_probe_data, load_probe_dir, run_features
 
@@ -44,14 +45,14 @@ def select_best(run_dirs: Sequence[Path], metric: str = "primary") -> tuple[Path
     for run in sorted(run_dirs, key=lambda p: p.name):
         metrics = read_json(run / "metrics.json")
         if metric not in metrics:
-            raise ValueError(f"{run / 'metrics.json'}: no metric {metric!r} (has {sorted(metrics)})")
+            raise UserError(f"{run / 'metrics.json'}: no metric {metric!r} (has {sorted(metrics)})")
         value = metrics[metric]
         if value is None or math.isnan(value):
-            raise ValueError(f"{run / 'metrics.json'}: {metric} is {value}")
+            raise UserError(f"{run / 'metrics.json'}: {metric} is {value}")
         if best is None or value > best[1][metric]:
             best = (run, metrics)
     if best is None:
-        raise ValueError("no runs to select from")
+        raise UserError("no runs to select from")
     return best
 
 
@@ -87,19 +88,19 @@ def evaluate_pair(
     metrics) and ``<split>`` (its metrics on ``split``).
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     root = Path(probes_root) if probes_root is not None else cache.probes_dir(create=False)
     runs = find_runs(dataset, representation, root)
     if not runs:
-        raise FileNotFoundError(f"{root / dataset / representation}: no finished probe runs; run `jukemir probe` first")
+        raise NotFoundError(f"{root / dataset / representation}: no finished probe runs; run `jukemir probe` first")
     if expected_num_runs is not None and len(runs) != expected_num_runs:
-        raise ValueError(f"{root / dataset / representation}: {len(runs)} finished runs, expected {expected_num_runs}")
+        raise UserError(f"{root / dataset / representation}: {len(runs)} finished runs, expected {expected_num_runs}")
     best_dir, valid = select_best(runs, metric)
     probe = load_probe_dir(best_dir, device=device)
     data = load_probe_data(dataset, representation, seed=probe.cfg["seed"], nonfinite=nonfinite,
                            processed_root=processed_root, representations_root=representations_root)  # fmt: skip
     if run_features(best_dir) not in (None, data.fingerprint):
-        raise ValueError(f"{best_dir}: trained on other features or metadata than those of {dataset}/{representation} "
+        raise UserError(f"{best_dir}: trained on other features or metadata than those of {dataset}/{representation} "
                          f"now; run `jukemir probe {dataset} {representation}` again to retrain stale runs")  # fmt: skip
     spec = get_dataset(dataset, processed_root)
     return {
@@ -136,7 +137,7 @@ def evaluate(
     pairs = discover_pairs(datasets, representations, root)
     if not pairs:
         where = Path(root) if root is not None else cache.probes_dir(create=False)
-        raise FileNotFoundError(f"{where}: no finished probe runs for the datasets/representations asked for")
+        raise NotFoundError(f"{where}: no finished probe runs for the datasets/representations asked for")
     rows = [evaluate_pair(ds, rep, split=split, metric=metric, **kwargs) for ds, rep in pairs]
     if out is not None:
         write_json(out, rows)

@@ -1,4 +1,4 @@
-"""Probe metrics per task (REFERENCE 8.7), for one probe or many at once.
+"""Probe metrics per task (docs/probes.md), for one probe or many at once.
 
 Every function takes model outputs with optional leading axes, e.g. logits of
 shape ``(N, K)`` for one probe or ``(C, N, K)`` for ``C`` probes evaluated on
@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 ENSEMBLES = ("vote", "max", "gmean", "mean")
 _CHUNK_ELEMENTS = 1 << 23  # bound on the temporaries of the rank-based metrics
 
@@ -61,7 +63,7 @@ def task_loss(task: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.T
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((-2, -1))
     if task == "regression":
         return (logits - targets.to(logits.dtype)).square().mean((-2, -1))
-    raise ValueError(f"unknown task {task!r}")
+    raise UserError(f"unknown task {task!r}")
 
 
 def loss_gradient(task: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -77,7 +79,7 @@ def loss_gradient(task: str, logits: torch.Tensor, targets: torch.Tensor) -> tor
         return (torch.sigmoid(logits) - targets.to(logits.dtype)) / (logits.shape[-2] * logits.shape[-1])
     if task == "regression":
         return 2.0 * (logits - targets.to(logits.dtype)) / (logits.shape[-2] * logits.shape[-1])
-    raise ValueError(f"unknown task {task!r}")
+    raise UserError(f"unknown task {task!r}")
 
 
 # ---------------------------------------------------------------- multiclass
@@ -112,7 +114,7 @@ def _check_binary_columns(Y: torch.Tensor, labels: Sequence[str] | None, what: s
     if bad:
         k = bad[0]
         name = labels[k] if labels is not None else k
-        raise ValueError(
+        raise UserError(
             f"{what} is undefined for label {name!r}: {int(pos[k])} positive and "
             f"{Y.shape[0] - int(pos[k])} negative examples in this split"
         )
@@ -221,14 +223,14 @@ def song_index(uids: Sequence[str], y) -> tuple[list[str], np.ndarray, np.ndarra
     song_y = np.full(len(songs), -1, dtype=np.int64)
     for uid, s, label in zip(uids, clip_song, y):
         if song_y[s] not in (-1, label):
-            raise ValueError(f"clip {uid!r}: label {label} differs from other clips of song {songs[s]!r}")
+            raise UserError(f"clip {uid!r}: label {label} differs from other clips of song {songs[s]!r}")
         song_y[s] = label
     return songs, clip_song, song_y
 
 
 def _song_of(uid: str) -> str:
     if "-" not in uid:
-        raise ValueError(f"clip uid {uid!r} is not of the form <song>-<clip>")
+        raise UserError(f"clip uid {uid!r} is not of the form <song>-<clip>")
     return uid.rsplit("-", 1)[0]
 
 
@@ -310,7 +312,7 @@ def compute_metrics(spec, logits, targets, uids: Sequence[str] | None = None, ch
         out["loss"] = _out(task_loss(spec.task, logits3, targets))
     if spec.key_clips:
         if uids is None:
-            raise ValueError(f"dataset {spec.name!r}: the key metrics need the clip uids")
+            raise UserError(f"dataset {spec.name!r}: the key metrics need the clip uids")
         out.update(_key_metrics(logits3, targets, uids, spec.labels, choose_on))
     elif spec.task == "multiclass":
         out["accuracy"] = accuracy(targets, logits3)
@@ -327,7 +329,7 @@ def compute_metrics(spec, logits, targets, uids: Sequence[str] | None = None, ch
             out[f"{name}_r2"] = _out(per[..., i])
     missing = sorted(want - set(out)) if want is not None else []
     if missing:
-        raise ValueError(f"dataset {spec.name!r} ({spec.task}) has no metric {missing[0]!r}; it has {sorted(out)}")
+        raise UserError(f"dataset {spec.name!r} ({spec.task}) has no metric {missing[0]!r}; it has {sorted(out)}")
     out["primary"] = out[spec.primary]
     lead = logits.shape[:-2]
     return {k: float(v[0]) if single else np.asarray(v).reshape(lead) for k, v in out.items()}

@@ -1,4 +1,4 @@
-"""The probe: a linear layer or a small MLP on top of frozen features (REFERENCE 8.3)."""
+"""The probe: a linear layer or a small MLP on top of frozen features (docs/probes.md)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Training probes: data loading, the original's training loop, and a vectorised grid trainer.
 
-Data (REFERENCE 8.4): ``processed/<dataset>/meta.json`` names the items and
+Data (docs/probes.md): ``processed/<dataset>/meta.json`` names the items and
 their splits; ``representations/<dataset>/<representation>/<uid>.npy`` holds
 one 1-D feature vector per item. Each split is ordered as the original did:
 sorted uids, then ``random.seed(seed); random.shuffle(uids)``.
 
-Training (REFERENCE 8.6), for every config: seed Python's ``random`` and
+Training (docs/probes.md), for every config: seed Python's ``random`` and
 torch, build :class:`~jukemir.probe.model.SimpleMLP`, Adam with coupled L2,
 z-score features with training statistics, then loop: stop if past
 ``max_num_epochs`` (keeping the current weights); every
@@ -49,6 +49,8 @@ import torch.nn.functional as F
 
 from .. import cache
 from ..datasets import SPLITS, DatasetSpec, get_dataset, load_meta, meta_path
+from ..device import cpu_threads_for, torch_device
+from ..errors import NotFoundError, UserError
 from ..io import FileLock, atomic_write, load_npy, read_json, remove_stale_temporaries, write_json
 from .config import ProbeConfig
 from .metrics import compute_metrics, loss_gradient
@@ -175,15 +177,15 @@ def encode_targets(spec: DatasetSpec, ys: Sequence, uids: Sequence[str], where) 
         try:
             out = np.array(ys, dtype=np.float32).reshape(len(ys), -1)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: regression targets must be lists of {spec.num_outputs} numbers") from None
+            raise UserError(f"{where}: regression targets must be lists of {spec.num_outputs} numbers") from None
         if out.shape[1] != spec.num_outputs:
-            raise ValueError(f"{where}: regression targets have {out.shape[1]} values, {spec.name} needs {spec.num_outputs}")
+            raise UserError(f"{where}: regression targets have {out.shape[1]} values, {spec.name} needs {spec.num_outputs}")
         return out
     index = {label: i for i, label in enumerate(spec.labels)}
 
     def lookup(uid, label):
         if label not in index:
-            raise ValueError(f"{where}: item {uid!r} has label {label!r}, not one of the {len(index)} labels of {spec.name}")
+            raise UserError(f"{where}: item {uid!r} has label {label!r}, not one of the {len(index)} labels of {spec.name}")
         return index[label]
 
     if spec.task == "multiclass":
@@ -191,7 +193,7 @@ def encode_targets(spec: DatasetSpec, ys: Sequence, uids: Sequence[str], where) 
     out = np.zeros((len(ys), spec.num_outputs), dtype=np.uint8)
     for i, (uid, tags) in enumerate(zip(uids, ys)):
         if not isinstance(tags, list):
-            raise ValueError(f"{where}: item {uid!r} of multilabel {spec.name} has y={tags!r}, expected a list of tags")
+            raise UserError(f"{where}: item {uid!r} of multilabel {spec.name} has y={tags!r}, expected a list of tags")
         for tag in tags:
             out[i, lookup(uid, tag)] = 1
     return out
@@ -222,7 +224,7 @@ def load_probe_data(
     unknown label or an empty split; each names the file.
     """
     if nonfinite not in NONFINITE_POLICIES:
-        raise ValueError(f"nonfinite policy must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        raise UserError(f"nonfinite policy must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
     spec = get_dataset(dataset, processed_root)
     meta = load_meta(dataset, processed_root)
     where = meta_path(dataset, processed_root)
@@ -231,19 +233,19 @@ def load_probe_data(
     else:
         feature_dir = Path(representations_root) / dataset / representation
     if not feature_dir.is_dir():
-        raise FileNotFoundError(f"{feature_dir}: no features of {dataset}/{representation}; run `jukemir extract` first")
+        raise NotFoundError(f"{feature_dir}: no features of {dataset}/{representation}; run `jukemir extract` first")
 
     by_split = {s: sorted(uid for uid, rec in meta.items() if rec.get("split") == s) for s in SPLITS}
     for split, uids in by_split.items():
         if not uids:
-            raise ValueError(f"{where}: the {split} split is empty")
+            raise UserError(f"{where}: the {split} split is empty")
         by_split[split] = original_order(uids, seed)
     paths = {s: [feature_dir / f"{uid}.npy" for uid in uids] for s, uids in by_split.items()}
     missing = [(s, p) for s in SPLITS for p in paths[s] if not p.is_file()]
     if missing:
         split, first = missing[0]
         total = sum(len(u) for u in by_split.values())
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"{first}: missing feature of {split} item {first.stem!r} listed in {where} "
             f"({len(missing)} of {total} items missing; does meta.json match the features?)"
         )
@@ -257,12 +259,12 @@ def load_probe_data(
             try:
                 x = load_npy(path)
             except (OSError, ValueError) as exc:
-                raise ValueError(f"{path}: cannot read feature file ({exc})") from None
+                raise UserError(f"{path}: cannot read feature file ({exc})") from None
             if x.ndim != 1 or not np.issubdtype(x.dtype, np.number):
-                raise ValueError(f"{path}: feature has shape {x.shape} ({x.dtype}), expected a 1-D vector of numbers")
+                raise UserError(f"{path}: feature has shape {x.shape} ({x.dtype}), expected a 1-D vector of numbers")
             dim = x.shape[0] if dim is None else dim
             if x.shape[0] != dim:
-                raise ValueError(f"{path}: feature has {x.shape[0]} dims, {first_path} has {dim}")
+                raise UserError(f"{path}: feature has {x.shape[0]} dims, {first_path} has {dim}")
             rows.append(x)
         X[split] = np.asarray(rows, dtype=np.float32)
 
@@ -279,7 +281,7 @@ def _handle_nonfinite(X: dict, paths: dict, policy: str) -> NonfiniteReport | No
         return None
     if policy == "error":
         path, count = min((paths[s][r], int(bad[s][r].sum())) for s in SPLITS for r in np.flatnonzero(bad[s].any(1)))
-        raise ValueError(f"{path}: {count} non-finite feature values (NaN/inf); "
+        raise UserError(f"{path}: {count} non-finite feature values (NaN/inf); "
                          f"use the 'replace' non-finite policy to replace them")  # fmt: skip
     train = X["train"]
     finite = np.isfinite(train)
@@ -364,12 +366,6 @@ class Scaler:
 
 
 # ---------------------------------------------------------------- a trained probe
-def _default_device(device=None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class Probe:
     """A trained probe: its config, the scaler fitted on the training split, and the model.
 
@@ -402,7 +398,7 @@ class Probe:
     def evaluate(self, data: ProbeData, split: str = "valid") -> dict:
         """All metrics of the task on ``split`` (plus ``loss`` and ``primary``), as Python floats."""
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise UserError(f"split must be one of {SPLITS}, got {split!r}")
         choose_on = self.evaluate(data, "valid") if data.spec.key_clips and split != "valid" else None
         return compute_metrics(data.spec, self.logits(data.X[split]), data.targets[split], data.uids[split],
                                choose_on=choose_on)  # fmt: skip
@@ -450,24 +446,24 @@ def load_probe_dir(folder: str | Path, device=None) -> Probe:
     folder = Path(folder)
     for name in ("cfg.json", "scaler.npz", "probe.pt"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name}: missing; not a finished probe run")
+            raise NotFoundError(f"{folder / name}: missing; not a finished probe run")
     cfg = ProbeConfig(read_json(folder / "cfg.json"))
     spec = get_dataset(cfg["dataset"])
     state = torch.load(folder / "probe.pt", map_location="cpu", weights_only=True)
     first = "hidden_0.weight" if cfg["hidden_layer_sizes"] else "output.weight"
     if first not in state:
-        raise ValueError(f"{folder / 'probe.pt'}: no {first!r}; not a probe of config {cfg.uid()}")
+        raise UserError(f"{folder / 'probe.pt'}: no {first!r}; not a probe of config {cfg.uid()}")
     model = SimpleMLP(state[first].shape[1], cfg["hidden_layer_sizes"], spec.num_outputs,
                       dropout_input=cfg["dropout_input"], dropout_p=cfg["dropout_p"])  # fmt: skip
     model.load_state_dict(state)
     info = read_json(folder / "train.json") if (folder / "train.json").is_file() else {}
-    return Probe(cfg, spec, Scaler.from_file(folder / "scaler.npz"), model.to(_default_device(device)), info)
+    return Probe(cfg, spec, Scaler.from_file(folder / "scaler.npz"), model.to(torch_device(device)), info)
 
 
 # ---------------------------------------------------------------- the original's loop, one config
 def _termination_check(cfg) -> None:
     if not cfg["early_stopping"] and cfg["max_num_epochs"] is None:
-        raise ValueError(f"config {cfg.uid()}: No termination criteria specified (early_stopping or max_num_epochs)")
+        raise UserError(f"config {cfg.uid()}: No termination criteria specified (early_stopping or max_num_epochs)")
 
 
 def _score_of(cfg, metrics: dict, where: str) -> float:
@@ -487,7 +483,7 @@ def _loss(task: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_probe(cfg, data: ProbeData, device=None) -> Probe:
-    """Train one probe exactly as the original's ``ProbeExperiment.train`` (REFERENCE 8.6).
+    """Train one probe exactly as the original's ``ProbeExperiment.train`` (docs/probes.md).
 
     Seeds Python's ``random`` stream and torch's global RNG with the config's
     seed, so on the original's device type the run matches it step for step.
@@ -498,7 +494,7 @@ def train_probe(cfg, data: ProbeData, device=None) -> Probe:
     _termination_check(cfg)
     seed = cfg["seed"]
     data = data.reordered(seed)
-    device = _default_device(device)
+    device = torch_device(device)
     start = time.time()
     rng = random.Random(seed) if seed is not None else random.Random()
     if seed is not None:
@@ -519,33 +515,34 @@ def train_probe(cfg, data: ProbeData, device=None) -> Probe:
     step, best, boredom, best_state, best_step = 0, float("-inf"), 0, None, None
     curve = []  # [step, validation score] at each evaluation: the report plots it
     stopped_by = "early_stopping"
-    while True:
-        epoch = step * cfg["batch_size"] / n
-        if cfg["max_num_epochs"] is not None and epoch > cfg["max_num_epochs"]:
-            stopped_by = "max_num_epochs"
-            break
-        if cfg["early_stopping"] and step % cfg["early_stopping_eval_frequency"] == 0:
-            if boredom >= cfg["early_stopping_boredom"]:
-                if best_state is not None:
-                    model.load_state_dict(best_state)
+    with cpu_threads_for(device, _macs_per_update(cfg, data)):
+        while True:
+            epoch = step * cfg["batch_size"] / n
+            if cfg["max_num_epochs"] is not None and epoch > cfg["max_num_epochs"]:
+                stopped_by = "max_num_epochs"
                 break
-            model.eval()
-            metrics = compute_metrics(spec, probe.logits(data.X["valid"]), data.targets["valid"],
-                                      data.uids["valid"], names=[metric])  # fmt: skip
-            model.train()
-            score = _score_of(cfg, metrics, f"{data.dataset}/{data.representation} {cfg.uid()} step {step}")
-            curve.append([step, score])
-            if score > best:
-                best, boredom, best_step = score, 0, step
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                boredom += 1
-        idxs = rng.sample(range(n), min(cfg["batch_size"], n))
-        loss = _loss(spec.task, model(X_train[idxs]), y_train[idxs])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        step += 1
+            if cfg["early_stopping"] and step % cfg["early_stopping_eval_frequency"] == 0:
+                if boredom >= cfg["early_stopping_boredom"]:
+                    if best_state is not None:
+                        model.load_state_dict(best_state)
+                    break
+                model.eval()
+                metrics = compute_metrics(spec, probe.logits(data.X["valid"]), data.targets["valid"],
+                                          data.uids["valid"], names=[metric])  # fmt: skip
+                model.train()
+                score = _score_of(cfg, metrics, f"{data.dataset}/{data.representation} {cfg.uid()} step {step}")
+                curve.append([step, score])
+                if score > best:
+                    best, boredom, best_step = score, 0, step
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    boredom += 1
+            idxs = rng.sample(range(n), min(cfg["batch_size"], n))
+            loss = _loss(spec.task, model(X_train[idxs]), y_train[idxs])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
     model.eval()
     probe.info = _info("serial", device, step, best_step, best, stopped_by, time.time() - start, valid_curve=curve)
     return probe
@@ -596,7 +593,7 @@ class _Features:
         return self._X[key]
 
 
-# torch.optim.Adam's defaults, as the original used them (REFERENCE 8.6), in the fused kernel's terms
+# torch.optim.Adam's defaults, as the original used them (docs/probes.md), in the fused kernel's terms
 _ADAM = dict(beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=False, maximize=False)
 
 
@@ -926,6 +923,12 @@ def _stack_parts(members: list, data: ProbeData, device: torch.device, precision
     return [list(range(s, min(n, s + k))) for s in range(0, n, k)]
 
 
+def _macs_per_update(cfg, data: ProbeData) -> int:
+    """Multiply-adds of one config's minibatch update (forward and backward, about 3x the forward)."""
+    sizes = [data.num_features, *cfg["hidden_layer_sizes"], data.spec.num_outputs]
+    return 3 * cfg["batch_size"] * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
 def train_probes(cfgs: Sequence, data: ProbeData, device=None, progress: bool = True,
                  on_finish: Callable | None = None, precision: str = "fp32") -> list[Probe]:  # fmt: skip
     """Train many configs of one dataset x representation at once (see the module docstring).
@@ -950,8 +953,8 @@ def train_probes(cfgs: Sequence, data: ProbeData, device=None, progress: bool = 
     for cfg in cfgs:
         _termination_check(cfg)
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
-    device = _default_device(device)
+        raise UserError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+    device = torch_device(device)
     feats = _Features(data, device)
     probes: list = [None] * len(cfgs)
     bar = None
@@ -974,8 +977,9 @@ def train_probes(cfgs: Sequence, data: ProbeData, device=None, progress: bool = 
                     on_finish(probe)
 
             for part in _stack_parts(members, data, device, precision):
-                _Group([members[j] for j in part], data, feats, device, precision).run(
-                    lambda j, state, info, part=part: finish(part[j], state, info), progress=bar)
+                with cpu_threads_for(device, len(part) * _macs_per_update(members[0], data)):
+                    _Group([members[j] for j in part], data, feats, device, precision).run(
+                        lambda j, state, info, part=part: finish(part[j], state, info), progress=bar)
     finally:
         if bar is not None:
             bar.close()
@@ -1042,7 +1046,7 @@ def train_grid(
     cfgs = [ProbeConfig(c) for c in cfgs]
     for cfg in cfgs:
         if (cfg["dataset"], cfg["representation"]) != (dataset, representation):
-            raise ValueError(f"config {cfg.uid()} is for {cfg['dataset']}/{cfg['representation']}, "
+            raise UserError(f"config {cfg.uid()} is for {cfg['dataset']}/{cfg['representation']}, "
                              f"not {dataset}/{representation}")  # fmt: skip
     root = Path(probes_root) if probes_root is not None else cache.probes_dir()
     if not cfgs:

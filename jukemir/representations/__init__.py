@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from ..errors import UserError
 from .base import Representation
 
 # name -> "module:Class"; modules are imported only when asked for, so that a
@@ -23,7 +24,7 @@ REGISTRY: dict[str, str] = {
     "jukebox": "jukemir.representations.jukebox:Jukebox",
 }
 
-# The paper's output sizes (REFERENCE 7.0), for checks that need no model.
+# The paper's output sizes (docs/fidelity/README.md), for checks that need no model.
 DIMS = {"chroma": 72, "mfcc": 120, "choi": 160, "musicnn": 4194, "clmr": 512, "jukebox": 4800}
 
 
@@ -35,7 +36,7 @@ def names() -> list[str]:
 def representation_class(name: str) -> type[Representation]:
     """Return the class registered as ``name`` (imports its module)."""
     if name not in REGISTRY:
-        raise ValueError(f"unknown representation {name!r}; expected one of {', '.join(REGISTRY)}")
+        raise UserError(f"unknown representation {name!r}; expected one of {', '.join(REGISTRY)}")
     module, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -50,7 +51,7 @@ def get_representation(name: str, **options) -> Representation:
     accepted = inspect.signature(cls.__init__).parameters
     unknown = [k for k in options if k not in accepted]
     if unknown:
-        raise ValueError(f"option(s) {', '.join(unknown)} do not apply to representation {name!r}")
+        raise UserError(f"option(s) {', '.join(unknown)} do not apply to representation {name!r}")
     return cls(**options)
 
 

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..audio import load_audio
+from ..errors import UserError
 
 
 class Representation:
@@ -83,7 +84,7 @@ class Representation:
         shape = self.output_shape
         ok = features.ndim == len(shape) and all(s is None or s == f for s, f in zip(shape, features.shape))
         if not ok:
-            raise ValueError(f"{self.name} produced shape {features.shape}, expected {shape}")
+            raise UserError(f"{self.name} produced shape {features.shape}, expected {shape}")
         return features.astype(np.float32, copy=False)
 
     def provenance(self) -> dict:
@@ -103,4 +104,4 @@ def check_keys(found: dict[str, tuple], expected: dict[str, tuple], what: str) -
                 parts.append(f"{len(keys)} {label} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})")
         for k in wrong[:5]:
             parts.append(f"{k} has shape {tuple(found[k])}, the model expects {tuple(expected[k])}")
-        raise ValueError(f"{what}: weights do not match the model: " + "; ".join(parts))
+        raise UserError(f"{what}: weights do not match the model: " + "; ".join(parts))

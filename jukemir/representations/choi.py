@@ -1,4 +1,4 @@
-"""choi: the 160-d transfer features of Choi et al. 2017, ported from Keras 1 / Theano (REFERENCE 7.3).
+"""choi: 160-d transfer features of Choi et al. 2017, ported from Keras 1 / Theano (docs/fidelity/choi.md).
 
 Per clip (mono, 12 kHz, resampled with ``scipy.signal.resample`` as librosa 0.4
 did, first 29 s):
@@ -60,6 +60,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..assets import Asset, file_checksum, retrieve
+from ..device import torch_device
+from ..errors import NotFoundError, UserError
 from .base import Representation
 
 SAMPLE_RATE = 12_000
@@ -87,13 +89,16 @@ WEIGHT_BYTES = 1_329_264
 def official_assets() -> list[Asset]:
     """The five weight files of keunwoochoi/transfer_learning_music at commit e1f83c3, with sha256."""
     base = f"https://raw.githubusercontent.com/keunwoochoi/transfer_learning_music/{COMMIT}/weights_transfer/"
+    mirror = f"https://cdn.jsdelivr.net/gh/keunwoochoi/transfer_learning_music@{COMMIT}/weights_transfer/"
     return [
         Asset(
             f"CHOI_WEIGHTS_LAYER{k}",
             f"models/choi/{WEIGHT_FILE.format(k)}",
-            (base + WEIGHT_FILE.format(k),),
+            (base + WEIGHT_FILE.format(k), mirror + WEIGHT_FILE.format(k)),
             SHA256[k],
             WEIGHT_BYTES,
+            mirror_path=f"weights/choi/{WEIGHT_FILE.format(k)}",
+            hint="pass --weights FOLDER holding weights_layer0..4_theano.hdf5",
         )
         for k in range(N_BLOCKS)
     ]
@@ -118,9 +123,9 @@ def fit_length(audio: np.ndarray, n_samples: int = N_SAMPLES) -> np.ndarray:
     """Exactly ``n_samples`` of a 1-D clip: truncated, or tiled (repeated) and truncated if shorter."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
-        raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
+        raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
     if len(audio) == 0:
-        raise ValueError("audio is empty (0 samples)")
+        raise UserError("audio is empty (0 samples)")
     if len(audio) < n_samples:
         audio = np.tile(audio, -(-n_samples // len(audio)))
     return audio[:n_samples]
@@ -152,7 +157,7 @@ def read_keras_weights(path: str | os.PathLike) -> dict:
         with h5py.File(path, "r") as f:
             layers = {name.decode() for name in f.attrs["layer_names"]}
             if not {"melgram", "ConvBNEluDr"} <= layers:
-                raise ValueError(f"has layers {sorted(layers)}, expected 'melgram' and 'ConvBNEluDr'")
+                raise UserError(f"has layers {sorted(layers)}, expected 'melgram' and 'ConvBNEluDr'")
             stored = {}
             for layer in ("melgram", "ConvBNEluDr"):
                 group = f[layer]
@@ -160,13 +165,13 @@ def read_keras_weights(path: str | os.PathLike) -> dict:
                     np.asarray(group[n.decode()][()], dtype=np.float32) for n in group.attrs["weight_names"]
                 ]
     except (OSError, KeyError) as exc:
-        raise ValueError(f"{path}: not a Keras 1 choi weight file ({exc})") from None
+        raise UserError(f"{path}: not a Keras 1 choi weight file ({exc})") from None
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise UserError(f"{path}: {exc}") from None
     mel, conv = stored["melgram"], stored["ConvBNEluDr"]
     n_blocks = len(conv) // 6
     if len(mel) != 3 or n_blocks == 0 or len(conv) != 6 * n_blocks:
-        raise ValueError(
+        raise UserError(
             f"{path}: {len(mel)} melgram and {len(conv)} ConvBNEluDr weights do not form choi blocks"
         )
     blocks = []
@@ -196,7 +201,7 @@ def _check_shapes(path: Path, weights: dict) -> None:
             if block[k].shape != (N_FILTERS,)
         ]
     if problems:
-        raise ValueError(f"{path}: unexpected weight shapes: {'; '.join(problems)}")
+        raise UserError(f"{path}: unexpected weight shapes: {'; '.join(problems)}")
 
 
 def load_weights(folder: str | os.PathLike | None = None) -> tuple[dict, str]:
@@ -213,15 +218,24 @@ def load_weights(folder: str | os.PathLike | None = None) -> tuple[dict, str]:
         paths = [retrieve(asset) for asset in official_assets()]
     else:
         folder = Path(folder)
-        paths = [folder / WEIGHT_FILE.format(k) for k in range(N_BLOCKS)]
+        names = [WEIGHT_FILE.format(k) for k in range(N_BLOCKS)]
+        if folder.is_file():
+            if folder.name not in names:
+                raise UserError(
+                    f"{folder}: is a file; choi weights are the folder holding {names[0]} .. {names[-1]}"
+                )
+            folder = folder.parent  # one of the five files: the folder holds the others
+        elif not folder.exists():
+            raise NotFoundError(f"{folder}: no such folder of choi weights")
+        paths = [folder / name for name in names]
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"{folder}: missing choi weight file(s) {', '.join(missing)}")
+            raise NotFoundError(f"{folder}: missing choi weight file(s) {', '.join(missing)}")
     models = [read_keras_weights(p) for p in paths]
     deepest = models[-1]
     for k, (path, model) in enumerate(zip(paths, models)):
         if len(model["blocks"]) != k + 1:
-            raise ValueError(
+            raise UserError(
                 f"{path}: holds {len(model['blocks'])} blocks, model conv_until={k} needs {k + 1}"
             )
         same = all(np.array_equal(model[n], deepest[n]) for n in ("stft_real", "stft_imag", "mel")) and all(
@@ -230,7 +244,7 @@ def load_weights(folder: str | os.PathLike | None = None) -> tuple[dict, str]:
             for n in block
         )
         if not same:
-            raise ValueError(
+            raise UserError(
                 f"{path}: its layers differ from {paths[-1].name}; the five choi models must share weights"
             )
     digest = hashlib.sha256("".join(file_checksum(p) for p in paths).encode()).hexdigest()
@@ -350,10 +364,10 @@ class Choi(Representation):
         weights: str | os.PathLike | None = None,
     ):
         if choi_batch_stats not in BATCH_STATS:
-            raise ValueError(f"choi_batch_stats must be 'on' or 'off', got {choi_batch_stats!r}")
+            raise UserError(f"choi_batch_stats must be 'on' or 'off', got {choi_batch_stats!r}")
         self.batch_stats = choi_batch_stats
         self.batch_dependent = choi_batch_stats == "on"
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         self.chunk = 64 if self.device.type == "cuda" else 16  # clips per sub-batch (memory only)
         self.preferred_batch = self.chunk
         state, self.weights_id = load_weights(weights)

@@ -1,4 +1,4 @@
-"""clmr: 512-d features of the CLMR SampleCNN encoder (REFERENCE 7.4).
+"""clmr: 512-d features of the CLMR SampleCNN encoder (docs/fidelity/clmr.md).
 
 Per clip (mono, 22,050 Hz, resampy ``kaiser_best``, no normalisation):
 
@@ -50,6 +50,8 @@ from torch import nn
 
 from .. import cache
 from ..assets import Asset, file_checksum, retrieve_trusted, unpack
+from ..device import torch_device
+from ..errors import NotFoundError, UserError
 from .base import Representation, check_keys
 
 SAMPLE_RATE = 22_050
@@ -103,9 +105,9 @@ def frame_audio(audio: np.ndarray, frame: int = PAPER_FRAME) -> np.ndarray:
     """Cut a 1-D clip into ``(n_frames, frame)`` by the rule of ``frame`` (see the module docstring)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
-        raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
+        raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
     if frame not in FRAMES:
-        raise ValueError(
+        raise UserError(
             f"clmr_frame must be {PAPER_FRAME} (the paper's) or {CORRECTED_FRAME} (corrected), got {frame}"
         )
     if frame == PAPER_FRAME:
@@ -115,7 +117,7 @@ def frame_audio(audio: np.ndarray, frame: int = PAPER_FRAME) -> np.ndarray:
         n_frames = len(audio) // frame
         need = f"at least {frame} samples"
     if n_frames < 1:
-        raise ValueError(
+        raise UserError(
             f"audio too short: {len(audio)} samples ({len(audio) / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz); "
             f"clmr with frame {frame} needs {need}"
         )
@@ -172,25 +174,25 @@ def read_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such CLMR checkpoint")
+        raise NotFoundError(f"{path}: no such CLMR checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         kind = type(obj).__name__
-        raise ValueError(f"{path}: expected a dict (a Lightning checkpoint or a state dict), got {kind}")  # noqa: TRY004
+        raise UserError(f"{path}: expected a dict (a Lightning checkpoint or a state dict), got {kind}")  # noqa: TRY004
     if "pytorch-lightning_version" in obj:
         state, prefix = obj.get("state_dict"), ENCODER_PREFIX
         if not isinstance(state, dict):
-            raise ValueError(f"{path}: Lightning checkpoint without a 'state_dict'")
+            raise UserError(f"{path}: Lightning checkpoint without a 'state_dict'")
     else:
         state, prefix = obj, "encoder."
     encoder = {
         k.replace(prefix, ""): v for k, v in state.items() if prefix in k and isinstance(v, torch.Tensor)
     }
     if not encoder:
-        raise ValueError(f"{path}: no '{prefix}*' tensors; not a CLMR encoder checkpoint")
+        raise UserError(f"{path}: no '{prefix}*' tensors; not a CLMR encoder checkpoint")
     return {k: v for k, v in encoder.items() if not k.startswith("fc.")}
 
 
@@ -206,7 +208,7 @@ def official_checkpoint(mirror: str | None = None) -> Path:
     archive = retrieve_trusted(asset, folder / "sha256.json", mirror=mirror)
     ckpt = unpack(archive, folder) / CHECKPOINT
     if not ckpt.is_file():
-        raise FileNotFoundError(f"{archive}: has no {CHECKPOINT}")
+        raise NotFoundError(f"{archive}: has no {CHECKPOINT}")
     return ckpt
 
 
@@ -244,11 +246,11 @@ class CLMR(Representation):
         weights: str | os.PathLike | None = None,
     ):
         if clmr_frame not in FRAMES:
-            raise ValueError(
+            raise UserError(
                 f"clmr_frame must be {PAPER_FRAME} (the paper's) or {CORRECTED_FRAME} (corrected), got {clmr_frame}"
             )
         self.frame = int(clmr_frame)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         self.frames_per_forward = 256 if self.device.type == "cuda" else 32
         self.preferred_batch = 8
         path = official_checkpoint() if weights is None else Path(weights)

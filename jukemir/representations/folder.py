@@ -1,6 +1,6 @@
 """THE folder runner: embed every file of an input folder into ``<stem>.npy`` files.
 
-This is the contract every container runs (REFERENCE 7.0)::
+This is the contract every container runs (docs/architecture.md)::
 
     jukemir extract REPRESENTATION INPUT_DIR OUTPUT_DIR [--batch_size N --batch_idx I]
 
@@ -46,12 +46,15 @@ from typing import Sequence
 
 import numpy as np
 
+from ..device import torch_device
+from ..errors import NotFoundError, UserError, one_line
 from ..io import (
     TMP_MARK,
     DiskFullError,
     FileLock,
     append_jsonl,
     atomic_write,
+    no_space_error,
     read_json,
     remove_stale_temporaries,
     write_json,
@@ -100,12 +103,58 @@ class FolderReport:
         )
 
 
+# A folder named like an audio file is reported as a bad input rather than silently passed over.
+AUDIO_SUFFIXES = frozenset(
+    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .m4a .aac .wma .mp4".split()
+)
+
+
 def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
-    """The sorted non-hidden entries of ``input_dir`` that are not folders (raise if it is not a folder)."""
+    """The sorted inputs of ``input_dir``: its non-hidden entries but sub-folders.
+
+    A sub-folder whose name ends like an audio file (``x.wav/``) is listed too, so
+    that it is reported as a bad input instead of being silently skipped.
+
+    Raises:
+        NotFoundError: ``input_dir`` does not exist.
+        UserError: ``input_dir`` is a file, or holds no input.
+    """
     input_dir = Path(input_dir)
+    if not input_dir.exists():
+        raise NotFoundError(f"{input_dir}: no such input folder")
     if not input_dir.is_dir():
-        raise FileNotFoundError(f"{input_dir}: input folder does not exist")
-    return sorted(p for p in input_dir.iterdir() if not p.name.startswith(".") and not p.is_dir())
+        raise UserError(f"{input_dir}: is a file, not a folder; extract embeds every audio file of a folder")
+    try:
+        entries = list(input_dir.iterdir())
+    except OSError as exc:
+        raise UserError(f"{input_dir}: cannot list the input folder ({exc.strerror or exc})") from None
+    files = sorted(
+        p
+        for p in entries
+        if not p.name.startswith(".") and (not p.is_dir() or p.suffix.lower() in AUDIO_SUFFIXES)
+    )
+    if not files:
+        raise UserError(f"{input_dir}: no input files (sub-folders and names starting with '.' are not inputs)")
+    return files
+
+
+def prepare_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Create ``output_dir`` if needed and return it; refuse a path that is a file or cannot be written."""
+    out_dir = Path(output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder; give a folder for the .npy outputs")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{out_dir}: a parent of the output folder is a file") from None
+    except OSError as exc:
+        full = no_space_error(exc, out_dir)
+        if isinstance(full, DiskFullError):
+            raise full from None
+        raise UserError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UserError(f"{out_dir}: the output folder is not writable")
+    return out_dir
 
 
 def select_batch(files: Sequence, batch_size: int | None, batch_idx: int | None) -> list:
@@ -116,14 +165,14 @@ def select_batch(files: Sequence, batch_size: int | None, batch_idx: int | None)
     """
     files = list(files)
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"--batch_size must be >= 1, got {batch_size}")
     if batch_idx is None:
         return files
     if batch_size is None:
-        raise ValueError("--batch_idx needs --batch_size")
+        raise UserError("--batch_idx needs --batch_size")
     n_batches = -(-len(files) // batch_size)
     if not 0 <= batch_idx < n_batches:
-        raise ValueError(
+        raise UserError(
             f"invalid batch index {batch_idx}: {len(files)} files make {n_batches} batch(es) of {batch_size} "
             f"(valid indices 0..{n_batches - 1})"
         )
@@ -243,8 +292,9 @@ def run_folder(
     if cls.batch_dependent and batch_size is None and batch_idx is not None:
         batch_size = cls.default_batch_size
     select_batch(files, batch_size, batch_idx)  # validate the batch before loading a model
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if rep is None and (options or {}).get("device") is not None:
+        torch_device(options["device"])  # a device that is not there: say so before writing anything
+    out_dir = prepare_output_dir(output_dir)
     remove_stale_temporaries(out_dir, older_than_s=STALE_TMP_S)
     remove_stale_temporaries(out_dir / STATE_DIR / "provenance", older_than_s=STALE_TMP_S)
     _remove_dead_locks(out_dir / STATE_DIR / "locks")
@@ -259,9 +309,9 @@ def run_folder(
     seen_stems: dict[str, Path] = {}
 
     def fail(src: Path, reason: str) -> None:
-        reason = " ".join(str(reason).split())
+        reason = one_line(reason)
         report.failed.append((str(src), reason))
-        print(f"jukemir extract {name}: {src}: {reason}", file=sys.stderr)
+        print(one_line(f"jukemir extract {name}: {src}: {reason}"), file=sys.stderr)
         append_jsonl(errors_log, {"file": str(src), "reason": reason, "representation": name, "time": time.time()})
 
     todo: list[_Output] = []

@@ -1,4 +1,4 @@
-"""Hand-crafted baselines: chroma (72-d) and MFCC (120-d), as the original (REFERENCE 7.1).
+"""Hand-crafted baselines: chroma (72-d) and MFCC (120-d), as the original (docs/fidelity/chroma.md, mfcc.md).
 
 Audio: 22,050 Hz mono (resampy ``kaiser_best``), peak-normalised. Frames:
 ``librosa.feature.chroma_cqt`` / ``librosa.feature.mfcc`` with hop 512 and
@@ -9,8 +9,15 @@ std, in the order ``[mean(d0), std(d0), mean(d1), std(d1), mean(d2), std(d2)]``.
 
 from __future__ import annotations
 
+import inspect
+import sys
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
+from ..device import torch_device
+from ..errors import UserError
 from .base import Representation
 
 SAMPLE_RATE = 22050
@@ -24,12 +31,64 @@ def delta_statistics(frames: np.ndarray) -> np.ndarray:
     for i = 0, 1, 2. Needs at least 3 frames.
     """
     if frames.ndim != 2 or frames.shape[1] < 3:
-        raise ValueError(f"need (coefficients, frames>=3) features, got shape {frames.shape}")
+        raise UserError(f"need (coefficients, frames>=3) features, got shape {frames.shape}")
     stats = []
     for order in (0, 1, 2):
         diff = np.diff(frames, n=order, axis=1)
         stats.extend([diff.mean(axis=1), diff.std(axis=1)])
     return np.concatenate(stats).astype(np.float32)
+
+
+_FILTER_BANKS = 256  # CQT filter banks kept (one per octave and tuning; a few hundred KiB each)
+
+
+def memoize_cqt_filters() -> None:
+    """Keep the constant-Q filter banks librosa builds, instead of rebuilding them for every clip.
+
+    ``librosa.cqt`` designs its filters anew on each call (about 70 % of
+    ``chroma_cqt``'s time on a 3 s clip), although they depend only on the
+    sample rate, the (tuning-corrected) frequencies and fixed options. This
+    wraps librosa's private filter builder in a bounded cache keyed on all of
+    its arguments, handing out copies (``cqt`` scales them in place), so every
+    output is bit for bit librosa's. Without that private function (another
+    librosa) nothing changes.
+    """
+    from librosa.core import constantq
+
+    name = "__vqt_filter_fft"
+    build = getattr(constantq, name, None)
+    if build is None or getattr(build, "jukemir_memo", False):
+        return
+    signature = inspect.signature(build)
+    banks: OrderedDict = OrderedDict()
+    lock = threading.Lock()
+
+    def key_of(value):
+        if isinstance(value, np.ndarray):
+            return (value.dtype.str, value.shape, value.tobytes())
+        if isinstance(value, type):
+            return np.dtype(value).str
+        return repr(value)
+
+    def memo(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        key = tuple((k, key_of(v)) for k, v in sorted(bound.arguments.items()))
+        with lock:
+            hit = banks.get(key)
+            if hit is not None:
+                banks.move_to_end(key)
+        if hit is None:
+            hit = build(*args, **kwargs)
+            with lock:
+                banks[key] = hit
+                while len(banks) > _FILTER_BANKS:
+                    banks.popitem(last=False)
+        basis, n_fft, lengths = hit
+        return basis.copy(), n_fft, np.array(lengths, copy=True)
+
+    memo.jukemir_memo = True
+    memo.original = build
+    setattr(constantq, name, memo)
 
 
 class _Handcrafted(Representation):
@@ -38,7 +97,10 @@ class _Handcrafted(Representation):
     n_coeffs = 0
 
     def __init__(self, device: str | None = None):
-        del device  # computed on the CPU by librosa; accepted so every representation takes --device
+        """``device`` is checked like every representation's, but librosa computes on the CPU."""
+        if torch_device(device or "cpu").type != "cpu":
+            print(f"jukemir: {self.name} is computed on the CPU (librosa); --device {device} is ignored",
+                  file=sys.stderr)  # fmt: skip
 
     def frames(self, audio: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -47,9 +109,9 @@ class _Handcrafted(Representation):
         """``audio``: mono float32 at 22,050 Hz (peak-normalised by :meth:`load`)."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
-            raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
+            raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
         if len(audio) < 3 * HOP_LENGTH:
-            raise ValueError(f"audio too short: {len(audio)} samples, need at least {3 * HOP_LENGTH}")
+            raise UserError(f"audio too short: {len(audio)} samples, need at least {3 * HOP_LENGTH}")
         return delta_statistics(self.frames(audio))
 
 
@@ -58,6 +120,10 @@ class Chroma(_Handcrafted):
 
     name = "chroma"
     dim = 72
+
+    def __init__(self, device: str | None = None):
+        super().__init__(device)
+        memoize_cqt_filters()
 
     def frames(self, audio):
         import librosa

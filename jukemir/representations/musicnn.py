@@ -1,4 +1,4 @@
-"""musicnn: mean- and max-pooled mid-end features of Pons & Serra's musicnn (REFERENCE 7.2).
+"""musicnn: mean- and max-pooled mid-end features of Pons & Serra's musicnn (docs/fidelity/musicnn.md).
 
 Per clip (mono, 16 kHz, resampy ``kaiser_best``, no normalisation), as
 ``musicnn.extractor(file, model, extract_features=True)`` at commit 516acb2:
@@ -46,7 +46,7 @@ The original ran one patch at a time (batch size 1); BatchNorm in inference
 mode makes the result independent of batching, so here the patches of all the
 clips of a :meth:`Musicnn.batch` call go through the network together.
 
-REFERENCE 13.1 item 10 says the log is computed in float16 and overflows above
+Read naively, the original computes the log in float16, which overflows above
 a mel power of ~6.55; that holds under NumPy >= 2 (NEP 50), not under the
 NumPy 1.x the original ran with. The original's published tags for musicnn's
 example clip (``joram-moments_of_clarity-08-solipsism-59-88.mp3``, where a third
@@ -80,6 +80,8 @@ from torch import nn
 from .. import cache
 from ..assets import CHUNK, Asset, file_checksum, retrieve, retrieve_trusted
 from ..datasets import MTT_TOP50
+from ..device import torch_device
+from ..errors import UserError
 from ..io import atomic_write
 from ..tfcheckpoint import data_path, load_checkpoint, read_index
 from .base import Representation, check_keys
@@ -166,7 +168,7 @@ OFFICIAL = {
 
 def _check_model(model: str) -> ModelSpec:
     if model not in MODELS:
-        raise ValueError(f"unknown musicnn model {model!r}; expected one of {', '.join(MODELS)}")
+        raise UserError(f"unknown musicnn model {model!r}; expected one of {', '.join(MODELS)}")
     return MODELS[model]
 
 
@@ -182,10 +184,10 @@ def log_mel(audio: np.ndarray, musicnn_log: str = "float16") -> np.ndarray:
     import librosa
 
     if musicnn_log not in LOGS:
-        raise ValueError(f"musicnn_log must be 'float16' or 'float32', got {musicnn_log!r}")
+        raise UserError(f"musicnn_log must be 'float16' or 'float32', got {musicnn_log!r}")
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
-        raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
+        raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
     # librosa 0.7's defaults, explicit where later versions changed them (pad_mode).
     mel = librosa.feature.melspectrogram(
         y=audio, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0,
@@ -204,7 +206,7 @@ def patches(audio: np.ndarray, musicnn_log: str = "float16") -> np.ndarray:
     """
     n = len(audio)
     if n < MIN_SAMPLES:
-        raise ValueError(
+        raise UserError(
             f"audio too short: {n} samples ({n / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz); musicnn needs at "
             f"least {MIN_SAMPLES} samples ({MIN_SAMPLES / SAMPLE_RATE:.2f} s, one patch of {PATCH} frames)"
         )
@@ -406,11 +408,22 @@ def official_assets(model: str) -> list[Asset]:
     """The ``.index`` and ``.data`` files of ``model`` in the musicnn git tree at commit 516acb2."""
     _check_model(model)
     base = f"https://raw.githubusercontent.com/jordipons/musicnn/{COMMIT}/musicnn/{model}/"
+    cdn = f"https://cdn.jsdelivr.net/gh/jordipons/musicnn@{COMMIT}/musicnn/{model}/"
     assets = []
     for name in CHECKPOINT_FILES:
         sha256, _, size = OFFICIAL[model, name]
         tag = f"MUSICNN_{model.upper()}_{name.strip('.').split('-')[0].upper()}"
-        assets.append(Asset(tag, f"models/musicnn/{model}/{name}", (base + name,), sha256, size))
+        assets.append(
+            Asset(
+                tag,
+                f"models/musicnn/{model}/{name}",
+                (base + name, cdn + name),
+                sha256,
+                size,
+                mirror_path=f"weights/musicnn/{model}/{name}",
+                hint=f"pass --weights FOLDER holding {model}'s .index and .data-00000-of-00001",
+            )
+        )
     return assets
 
 
@@ -433,7 +446,7 @@ def download_official(model: str, mirror: str | None = None) -> Path:
         def same_blob(path, blob=blob):
             got = git_blob_sha1(path)
             if got != blob:
-                raise ValueError(
+                raise UserError(
                     f"{path}: git object id {got}, expected {blob} (musicnn commit {COMMIT[:7]})"
                 )
 
@@ -481,7 +494,7 @@ def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(path) as npz:
             return {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable .npz of musicnn weights ({exc})") from None
+        raise UserError(f"{path}: not a readable .npz of musicnn weights ({exc})") from None
 
 
 # ---------------------------------------------------------------- representation
@@ -516,13 +529,13 @@ class Musicnn(Representation):
     ):
         self.spec = _check_model(model)
         if musicnn_log not in LOGS:
-            raise ValueError(
+            raise UserError(
                 f"musicnn_log must be 'float16' (the original) or 'float32', got {musicnn_log!r}"
             )
         self.model, self.musicnn_log = model, musicnn_log
         self.dim = 2 * self.spec.channels
         self.may_be_nonfinite = musicnn_log == "float16"
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         self.patches_per_forward = 128 if self.device.type == "cuda" else 16
         state, self.weights_id = load_weights(model, weights)
         self.net = MusicnnNet(self.spec)

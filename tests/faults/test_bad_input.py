@@ -132,11 +132,11 @@ def test_too_short_for_each_model():
     "argv, message",
     [
         (["extract", "nope", "{tmp}", "{tmp}/o"], "unknown representation 'nope'"),
-        (["extract", "slow", "{tmp}/missing", "{tmp}/o"], "input folder does not exist"),
+        (["extract", "slow", "{tmp}/missing", "{tmp}/o"], "no such input folder"),
         (["extract", "slow", "{tmp}", "{tmp}/o", "--batch_size", "2", "--batch_idx", "9"], "invalid batch index 9"),
         (["extract", "slow", "{tmp}", "{tmp}/o", "--layers", "1"], "do not apply to representation 'slow'"),
         (["probe", "nodataset", "chroma", "--grid", "demo"], "unknown dataset 'nodataset'"),
-        (["grid-config", "nodataset", "chroma", "--grid", "demo"], None),
+        (["grid-config", "nodataset", "chroma", "--grid", "demo"], "unknown dataset 'nodataset'"),
         (["process", "nodataset"], "nodataset"),
         (["download", "nodataset"], "nodataset"),
     ],
@@ -145,9 +145,6 @@ def test_unknown_names_and_bad_arguments(tmp_path, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     write_tones(tmp_path, 1, seed=1)
     r = run_jukemir(*argv)
-    if message is None:  # writing configs of a dataset that does not exist yet is allowed
-        assert r.returncode == 0, r.stderr
-        return
     assert r.returncode == 2, r.stderr
     errors = [line for line in r.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in r.stderr, r.stderr
@@ -230,3 +227,65 @@ def test_loader_errors_name_the_file(tmp_path):
             load_audio(path)
         assert str(err.value).startswith(f"{path}: ")
     tally("bad_input", 2)
+
+
+FIRST_CONTACT = [
+    # (argv, what the one error line must say); {tmp} holds c00.wav, c01.wav
+    (["extract", "chroma"], "no INPUT_DIR given"),
+    (["extract", "chroma", "{tmp}/c00.wav", "{tmp}/o"], "is a file, not a folder"),
+    (["extract", "chroma", "{tmp}", "{tmp}/c01.wav"], "exists and is not a folder"),
+    (["extract", "chroma", "{tmp}", "{tmp}/c01.wav/sub"], "a parent of the output folder is a file"),
+    (["extract", "chroma", "{tmp}/empty", "{tmp}/o"], "no input files"),
+    *[(["extract", rep, "{tmp}", "{tmp}/o", "--device", "cuda:99"], "--device cuda:99")
+      for rep in ("chroma", "mfcc", "choi", "musicnn", "clmr", "jukebox")],
+    (["extract", "mfcc", "{tmp}", "{tmp}/o", "--device", "tpu"], "not a torch device"),
+    (["probe", "synthetic", "chroma", "--device", "cuda:99"], "--device cuda:99"),
+    (["evaluate", "--device", "cuda:99"], "--device cuda:99"),
+    (["grid-config", "../../outside", "chroma"], "is not a valid name"),
+    (["grid-config", "synthetic", "../../outside"], "is not a valid name"),
+    (["probe", "synthetic", "a/b"], "is not a valid name"),
+    (["import", "../up", "--audio", "{tmp}", "--labels", "{tmp}/l.csv", "--task", "multiclass"], "is not a valid name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, message", FIRST_CONTACT, ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_first_contact_errors_are_one_line(tmp_path, argv, message, capsys, monkeypatch):
+    """What a new user types wrong gets one line with the right cause, exit status 2, nothing written."""
+    from jukemir import cli
+
+    monkeypatch.setattr(cli, "CONTAINER_INPUT", str(tmp_path / "no-such-input"))
+    write_tones(tmp_path, 2, seed=3)
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], err
+    assert not (tmp_path / "o").exists() and not (tmp_path.parent / "outside").exists()
+    tally("bad_input")
+
+
+def test_undecodable_files_and_folders_named_like_audio(tmp_path, capsys):
+    """A corrupt mp3 is 'not decodable' (libsndfile says 'does not exist'); a folder x.wav is reported."""
+    folder = write_tones(tmp_path / "in", 1, seed=4)
+    (folder / "random.mp3").write_bytes(np.random.default_rng(0).bytes(5000))
+    (folder / "album.wav").mkdir()
+    assert main(["extract", "mfcc", str(folder), str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    _one_error_line(err, folder / "random.mp3", "cannot decode as audio (no audio format or audio data recognised")
+    assert "does not exist" not in err
+    _one_error_line(err, folder / "album.wav", "is a directory, not an audio file")
+    assert (tmp_path / "out" / "c00.npy").exists()
+    tally("bad_input", 2)
+
+
+def test_control_characters_in_file_names_cannot_forge_lines(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    evil = folder / "x.wav\njukemir extract mfcc: all good.wav"
+    evil.write_bytes(b"not audio" * 50)
+    assert main(["extract", "mfcc", str(folder), str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "\njukemir extract mfcc: all good" not in err  # the newline is shown as a space, on one line
+    assert len([line for line in err.splitlines() if "all good" in line]) == 1
+    tally("bad_input")

@@ -11,7 +11,6 @@ import time
 import pytest
 
 from jukemir.assets import Asset, ChecksumError, retrieve
-
 from tests.loopback import FileServer
 
 from .helpers import REPO, cli_env, sigkill, tally, wait_for
@@ -107,3 +106,47 @@ def test_two_processes_download_the_same_asset(server, tmp_path):
     assert sorted(p.name for p in dest.parent.iterdir()) == ["blob.bin"]
     assert len(_ranges(server)) == 1  # the second process waited for the first and found the file verified
     tally("concurrent", 2)
+
+
+def test_offline_failure_is_one_line_per_asset_with_how_to_provide_it(tmp_path, capsys):
+    """Without network every URL fails: one line per asset naming each URL once, no retry storm, and how
+    to provide the file (its place in the cache, --mirror, the asset's own hint)."""
+    import socket
+
+    from jukemir.assets import DownloadError
+    from jukemir.datasets.process import fetch
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused, like a dead network
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    urls = (f"http://127.0.0.1:{port}/a.bin", f"http://127.0.0.1:{port}/b.bin")
+    asset = Asset("OFFLINE", "datasets/x/a.bin", urls, SHA, hint="pass --weights FOLDER")
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        retrieve(asset, tmp_path, retries=3, backoff=0.01, progress=False)
+    line = str(info.value)
+    assert "\n" not in line and all(line.count(url) == 1 for url in urls) and "(4 tries)" in line
+    assert f"put the file at {tmp_path / 'datasets/x/a.bin'}" in line and "--mirror" in line
+    assert line.endswith("or pass --weights FOLDER")
+    # an unknown host is not retried at all
+    dns = Asset("NOHOST", "datasets/x/b.bin", ("http://no-such-host.invalid/b.bin",), SHA)
+    with pytest.raises(DownloadError, match=r"no-such-host.invalid/b.bin: host not found \(.*offline\?\)\); without network"):
+        retrieve(dns, tmp_path, retries=3, backoff=5, progress=False)
+    assert time.monotonic() - start < 5
+    # several assets: each printed once, then one summary line
+    with pytest.raises(DownloadError, match="2 of 2 files could not be downloaded"):
+        fetch([asset, dns], jobs=2)
+    err = capsys.readouterr().err
+    assert err.count("asset OFFLINE:") == 1 and err.count("asset NOHOST:") == 1
+    tally("bad_input", 3)
+
+
+def test_mirror_folder_in_either_layout(tmp_path):
+    """A mirror holds an asset at its mirror_path (a jukemir asset mirror) or at its path_rel (a cache copy)."""
+    for layout in ("weights/m/blob.bin", "models/m/blob.bin"):
+        mirror = tmp_path / layout.split("/")[0] / "mirror"
+        (mirror / layout).parent.mkdir(parents=True)
+        (mirror / layout).write_bytes(BLOB)
+        asset = Asset("BLOB", "models/m/blob.bin", ("http://127.0.0.1:9/nowhere",), SHA, mirror_path="weights/m/blob.bin")
+        root = tmp_path / f"cache-{layout.split('/')[0]}"
+        assert _sha(retrieve(asset, root, mirror=str(mirror), retries=0, progress=False)) == SHA

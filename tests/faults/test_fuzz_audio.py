@@ -110,9 +110,8 @@ def corpus(real_mp3) -> dict[str, bytes]:
     return cases
 
 
-def test_fuzz_audio_loader(tmp_path, shared_dir):
-    real = sorted((shared_dir / "audio").glob("*.mp3"))
-    cases = corpus(real[0] if real else None)
+def test_fuzz_audio_loader(tmp_path, real_clip):
+    cases = corpus(real_clip)
     paths = []
     for i, (name, data) in enumerate(sorted(cases.items())):
         path = tmp_path / f"{i:04d}_{name}"

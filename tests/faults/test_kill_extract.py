@@ -60,6 +60,7 @@ def test_every_crash_point(tmp_path, rep_cls, batch_size):
     tally("outputs_checked", kills * len(reference))
 
 
+@pytest.mark.slow
 def test_sigkill_cli_at_random_points(tmp_path):
     """``jukemir extract`` killed again and again at random moments (seeded) resumes to the same bytes."""
     n = 32
@@ -98,6 +99,7 @@ def test_sigkill_cli_at_random_points(tmp_path):
     tally("outputs_checked", 5 * n)
 
 
+@pytest.mark.slow
 def test_sigkill_real_mfcc_cli(tmp_path):
     """The plain ``python -m jukemir extract mfcc`` (mixed sample rates, 2 decoding threads), killed 4 times."""
     n = 20

@@ -38,6 +38,7 @@ def _same(run, ref) -> bool:
     return m1 == m2 and s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("serial, kills", [(False, 4), (True, 2)], ids=["vectorised", "serial"])
 def test_sigkill_grid_training(tmp_path, serial, kills):
     make_probe_dataset("faulty", "slow", n=150)

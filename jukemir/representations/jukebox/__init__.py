@@ -1,4 +1,4 @@
-"""Jukebox: 4,800-d features from the middle of the 5B Jukebox top prior (REFERENCE 7.5).
+"""Jukebox: 4,800-d features from the middle of the 5B Jukebox top prior (docs/fidelity/jukebox.md).
 
 Per clip:
 
@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from ... import cache
+from ...device import torch_device
+from ...errors import NotFoundError, UserError
 from ...io import read_json
 from ..base import Representation
 from . import weights as W
@@ -96,15 +98,15 @@ class Jukebox(Representation):
         seed: int = 0,
     ):
         if precision not in PRECISIONS:
-            raise ValueError(f"jukebox precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            raise UserError(f"jukebox precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if pool not in POOLS:
-            raise ValueError(f"jukebox pool must be one of {', '.join(POOLS)}, got {pool!r}")
+            raise UserError(f"jukebox pool must be one of {', '.join(POOLS)}, got {pool!r}")
         layers = [int(x) for x in ([layers] if isinstance(layers, (int, np.integer)) else layers)]
         if not layers or len(set(layers)) != len(layers) or min(layers) < 1:
-            raise ValueError(f"jukebox layers must be distinct block numbers >= 1, got {layers}")
+            raise UserError(f"jukebox layers must be distinct block numbers >= 1, got {layers}")
         if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"jukebox batch_size must be >= 1, got {batch_size}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            raise UserError(f"jukebox batch_size must be >= 1, got {batch_size}")
+        self.device = torch_device(device)
         self.precision, self.layers, self.pool, self.allow_short = precision, layers, pool, bool(allow_short)
         self.model_name, self.hps_overrides = model, dict(hps or {})
         self.batch_size = int(batch_size or (4 if self.device.type == "cuda" else 1))
@@ -157,17 +159,17 @@ class Jukebox(Representation):
     def _prepare(self, audio: np.ndarray) -> np.ndarray:
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
-            raise ValueError(f"expected mono audio of shape (n,), got {audio.shape}")
+            raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
         audio = audio[: self.crop_samples]
         if not np.isfinite(audio).all():
-            raise ValueError("audio contains non-finite samples")
+            raise UserError("audio contains non-finite samples")
         n_tokens = min(self.vqvae.n_tokens(len(audio)), self.prior.hps.n_ctx)
         seconds = len(audio) / self.sample_rate
         if n_tokens == 0:
-            raise ValueError(f"audio too short: {len(audio)} samples ({seconds:.3f} s) give no VQ-VAE token")
+            raise UserError(f"audio too short: {len(audio)} samples ({seconds:.3f} s) give no VQ-VAE token")
         if n_tokens < self.prior.hps.n_ctx and not self.allow_short:
             need = self.min_samples
-            raise ValueError(
+            raise UserError(
                 f"audio too short: {len(audio)} samples ({seconds:.2f} s) give {n_tokens} of the "
                 f"{self.prior.hps.n_ctx} tokens jukebox needs ({need} samples, {need / self.sample_rate:.2f} s at "
                 f"{self.sample_rate} Hz); pass --allow-short (allow_short=True) to embed the tokens there are"
@@ -279,7 +281,7 @@ def _stored_hps(compact: Path) -> dict:
 
 def _check_depth(prior_hps: PriorHps, depth: int) -> None:
     if depth > prior_hps.prior_depth:
-        raise ValueError(f"jukebox layers up to {depth} exceed the prior's {prior_hps.prior_depth} blocks")
+        raise UserError(f"jukebox layers up to {depth} exceed the prior's {prior_hps.prior_depth} blocks")
 
 
 def _meta_models(vq_hps: VQVAEHps, prior_hps: PriorHps, depth: int) -> tuple[TopLevelEncoder, TopPrior]:
@@ -316,16 +318,16 @@ def _weight_sources(weights) -> dict[str, Path | None] | None:
     if isinstance(weights, dict):
         unknown = set(weights) - {"vqvae", "prior"}
         if unknown or len(weights) != 2:
-            raise ValueError(f"jukebox weights dict needs exactly the keys 'vqvae' and 'prior', got {sorted(weights)}")
+            raise UserError(f"jukebox weights dict needs exactly the keys 'vqvae' and 'prior', got {sorted(weights)}")
         paths = {k: Path(v) for k, v in weights.items()}
     else:
         folder = Path(weights)
         paths = {kind: folder / f"{stem}.pth.tar" for kind, stem in STEMS.items()}
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: jukebox weights must be a folder holding {' and '.join(p.name for p in paths.values())}")
+            raise NotFoundError(f"{folder}: jukebox weights must be a folder holding {' and '.join(p.name for p in paths.values())}")
     for path in paths.values():
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: jukebox checkpoint not found")
+            raise NotFoundError(f"{path}: jukebox checkpoint not found")
     return paths
 
 

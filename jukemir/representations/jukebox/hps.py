@@ -20,6 +20,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from ...errors import UserError
+
 
 @dataclass(frozen=True)
 class VQVAEHps:
@@ -54,11 +56,11 @@ class VQVAEHps:
 
     def validate(self) -> None:
         if not (len(self.downs_t) == len(self.strides_t) == self.levels):
-            raise ValueError(f"jukebox hps: downs_t {self.downs_t} and strides_t {self.strides_t} need {self.levels} levels")
+            raise UserError(f"jukebox hps: downs_t {self.downs_t} and strides_t {self.strides_t} need {self.levels} levels")
         if self.hvqvae_multipliers and len(self.hvqvae_multipliers) != self.levels:
-            raise ValueError(f"jukebox hps: hvqvae_multipliers {self.hvqvae_multipliers} need {self.levels} entries")
+            raise UserError(f"jukebox hps: hvqvae_multipliers {self.hvqvae_multipliers} need {self.levels} entries")
         if any(s % 2 for s in self.strides_t):
-            raise ValueError(f"jukebox hps: strides_t {self.strides_t} must be even (kernel 2s, padding s/2)")
+            raise UserError(f"jukebox hps: strides_t {self.strides_t} must be even (kernel 2s, padding s/2)")
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class PriorHps:
         if len(self.y_bins) != 2:
             problems.append(f"y_bins {self.y_bins} must be (genres, artists)")
         if problems:
-            raise ValueError("jukebox hps: " + "; ".join(problems))
+            raise UserError("jukebox hps: " + "; ".join(problems))
 
 
 # attn_order -> attention kind of block d (0 dense, 1 row, 2 column, 3 previous row), as in the original.
@@ -177,17 +179,17 @@ def resolve_hps(
         ``(VQVAEHps, PriorHps)``.
     """
     if model in UNSUPPORTED_MODELS:
-        raise ValueError(f"jukebox model {model!r} is {UNSUPPORTED_MODELS[model]}")
+        raise UserError(f"jukebox model {model!r} is {UNSUPPORTED_MODELS[model]}")
     if model != "checkpoint" and model not in MODELS:
-        raise ValueError(f"unknown jukebox model {model!r}; expected one of {', '.join([*MODELS, 'checkpoint'])}")
+        raise UserError(f"unknown jukebox model {model!r}; expected one of {', '.join([*MODELS, 'checkpoint'])}")
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(HPS_NAMES))
     if unknown:
-        raise ValueError(f"unknown jukebox hyper-parameter(s) {', '.join(unknown)}; known: {', '.join(HPS_NAMES)}")
+        raise UserError(f"unknown jukebox hyper-parameter(s) {', '.join(unknown)}; known: {', '.join(HPS_NAMES)}")
     vqvae, prior = MODELS["5b" if model == "checkpoint" else model]
     if model == "checkpoint":
         if vqvae_checkpoint_hps is None or prior_checkpoint_hps is None:
-            raise ValueError("jukebox model 'checkpoint' needs checkpoints that store their hps")
+            raise UserError("jukebox model 'checkpoint' needs checkpoints that store their hps")
         vqvae = _apply(vqvae, vqvae_checkpoint_hps, _VQVAE_NAMES)
         prior = _apply(prior, prior_checkpoint_hps, _PRIOR_NAMES)
     vqvae = _apply(vqvae, overrides, _VQVAE_NAMES)

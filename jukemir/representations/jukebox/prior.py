@@ -1,6 +1,6 @@
 """The top-level prior: label/time conditioning, token and position embeddings, the transformer.
 
-Conditioning, as the original jukemir computed it (REFERENCE 7.5 step 4) from
+Conditioning, as the original jukemir computed it (docs/fidelity/jukebox.md) from
 the label vector ``[total_length, offset, window_length, artist, genre_1..5]``:
 
 * ``y_cond`` (the start token): artist embedding + the sum of the genre
@@ -25,10 +25,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import UserError
 from .hps import ATTENTION_ORDERS, PriorHps
 from .transformer import Transformer
 
-# What jukemir conditions on (REFERENCE 7.5): a 62 s song (the model wants >= 60 s),
+# What jukemir conditions on (docs/fidelity/jukebox.md): a 62 s song (the model wants >= 60 s),
 # "unknown" artist and genre (id 0 in the v2 label tables), the window at offset 0.
 TOTAL_LENGTH_SECONDS = 62
 UNKNOWN_ARTIST, UNKNOWN_GENRE = 0, 0
@@ -134,13 +135,13 @@ class TopPrior(nn.Module):
     def __init__(self, hps: PriorHps, l_bins: int, hop_length: int, depth: int):
         super().__init__()
         if not 1 <= depth <= hps.prior_depth:
-            raise ValueError(f"depth {depth} outside 1..{hps.prior_depth} (prior_depth)")
+            raise UserError(f"depth {depth} outside 1..{hps.prior_depth} (prior_depth)")
         self.hps, self.hop_length, self.depth = hps, hop_length, depth
         self.y_emb = LabelConditioner(hps)
         self.prior = ConditionalAutoregressive(hps, l_bins, depth)
 
     def label(self) -> torch.Tensor:
-        """jukemir's label vector (1, 4 + max_bow_genre_size) int64 (REFERENCE 7.5 step 4)."""
+        """jukemir's label vector (1, 4 + max_bow_genre_size) int64 (docs/fidelity/jukebox.md)."""
         total_length = (int(TOTAL_LENGTH_SECONDS * self.hps.sr) // self.hop_length) * self.hop_length
         window = self.hps.n_ctx * self.hop_length
         genres = [UNKNOWN_GENRE] + [-1] * (self.hps.max_bow_genre_size - 1)

@@ -67,9 +67,10 @@ import numpy as np
 import torch
 
 from ... import cache
-from ..base import check_keys
 from ...assets import Asset, retrieve_trusted
+from ...errors import NotFoundError, UserError
 from ...io import atomic_write
+from ..base import check_keys
 
 OFFICIAL_URLS = (
     "https://openaipublic.blob.core.windows.net/jukebox/models/5b/{name}",
@@ -83,7 +84,7 @@ FORMAT_VERSION = "1"
 def official_assets(model: str = "5b") -> dict[str, Asset]:
     """``{"vqvae": Asset, "prior": Asset}`` of the official files (no published checksums)."""
     if model != "5b":
-        raise ValueError(f"no official jukebox weights are known for model {model!r}")
+        raise UserError(f"no official jukebox weights are known for model {model!r}")
     out = {}
     for kind, name, size in (("vqvae", "vqvae.pth.tar", None), ("prior", "prior_level_2.pth.tar", PRIOR_5B_SIZE)):
         urls = tuple(u.format(name=name) for u in OFFICIAL_URLS)
@@ -247,7 +248,7 @@ class CheckpointIndex:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such checkpoint")
+            raise NotFoundError(f"{self.path}: no such checkpoint")
         self.bytes_read = 0
         self._file = open(self.path, "rb")
         try:
@@ -257,13 +258,16 @@ class CheckpointIndex:
             else:
                 self.format = "legacy"
                 obj, storages = self._index_legacy()
-        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, struct.error) as exc:
+        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+                struct.error, zipfile.BadZipFile, OverflowError, MemoryError, RecursionError) as exc:
+            # a restricted unpickler over arbitrary bytes can fail in any of these ways (MemoryError: a
+            # corrupt length field asking for more bytes than exist)
             self._file.close()
-            raise ValueError(f"{self.path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+            raise UserError(f"{self.path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
         self._storages = storages
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
             self._file.close()
-            raise ValueError(f"{self.path}: expected a dict with a 'model' state dict (the official checkpoint layout)")
+            raise UserError(f"{self.path}: expected a dict with a 'model' state dict (the official checkpoint layout)")
         self.tensors = {}
         for name, ref in obj["model"].items():
             if not isinstance(ref, TensorRef):
@@ -313,14 +317,14 @@ class CheckpointIndex:
             self._file.seek(where - 8)
             (count,) = struct.unpack("<q", self._file.read(8))
             if count != ref.numel:
-                raise ValueError(f"{self.path}: storage {key} holds {count} elements, the index says {ref.numel}")
+                raise UserError(f"{self.path}: storage {key} holds {count} elements, the index says {ref.numel}")
             data = bytearray(nbytes)
             if self._file.readinto(data) != nbytes:
-                raise ValueError(f"{self.path}: truncated in storage {key}")
+                raise UserError(f"{self.path}: truncated in storage {key}")
         else:
             data = bytearray(self._zip.read(where))
             if len(data) != nbytes:
-                raise ValueError(f"{self.path}: storage {key} has {len(data)} bytes, expected {nbytes}")
+                raise UserError(f"{self.path}: storage {key} has {len(data)} bytes, expected {nbytes}")
         self.bytes_read += nbytes
         if nbytes == 0:
             return torch.empty(0, dtype=ref.dtype)
@@ -340,7 +344,7 @@ class CheckpointIndex:
         storage = self._cached[1]
         end = ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride)) + 1 if ref.numel else ref.offset
         if end > storage.numel():
-            raise ValueError(f"{self.path}: tensor {name} reaches past its storage")
+            raise UserError(f"{self.path}: tensor {name} reaches past its storage")
         return torch.as_strided(storage, ref.shape, ref.stride, ref.offset).clone()
 
     def close(self) -> None:

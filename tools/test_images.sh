@@ -38,7 +38,8 @@
 # every image); --keep keeps the work folder (printed); REPRESENTATION names limit step 2 to those
 # images (default: all six; steps 1, 3, 4 always run). Variables:
 # DOCKER (the client; default /usr/bin/docker, the engine's own: a newer client elsewhere on PATH
-# may lack BuildKit), JUKEMIR_TAG (default test), TORCH_VERSION (default the Dockerfiles').
+# may lack BuildKit), JUKEMIR_TAG (default test), TORCH_VERSION (default the Dockerfiles'),
+# JUKEMIR_TEST_PORT (the package server's port, default 47613).
 # Exit status 1 if any check failed; every check prints one line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -54,7 +55,7 @@ for arg in "$@"; do
     --no-build) build=0 ;;
     --build-only) build_only=1 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,42p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "${BASH_SOURCE[0]}"; exit 0 ;;
     chroma|mfcc|choi|musicnn|clmr|jukebox) selected+=("$arg") ;;
     *) echo "test_images.sh: unknown argument $arg (--no-build, --keep, --help, representations)" >&2; exit 2 ;;
   esac
@@ -150,12 +151,17 @@ printf '<a href="../../wheels/%s#sha256=%s">%s</a>\n' "${wheel//+/%2B}" \
 ln -s "$mirror" "$srv/mirror"
 host="$(ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1)"
 [[ -n "$host" ]] || die "no IPv4 address on docker0: is dockerd running?"
-python3 - "$srv" "$host" "$work/port" <<'EOF' &
+# A fixed port: the URLs are build arguments, part of every later layer's cache key.
+python3 - "$srv" "$host" "${JUKEMIR_TEST_PORT:-47613}" "$work/port" <<'EOF' &
 import functools, http.server, sys
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
 handler.func.log_message = lambda *args: None
-server = http.server.ThreadingHTTPServer((sys.argv[2], 0), handler)
-open(sys.argv[3], "w").write(str(server.server_address[1]))
+try:
+    server = http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[3])), handler)
+except OSError as exc:
+    print(f"port {sys.argv[3]}: {exc}; serving on another port (the build cache will not match)", file=sys.stderr)
+    server = http.server.ThreadingHTTPServer((sys.argv[2], 0), handler)
+open(sys.argv[4], "w").write(str(server.server_address[1]))
 server.serve_forever()
 EOF
 server_pid=$!

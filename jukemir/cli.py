@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from . import __version__
 from .device import torch_device
 from .errors import JukemirError, UserError, one_line
 from .io import DiskFullError
+from .workers import Terminated, terminate_like_interrupt
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -77,6 +79,7 @@ def _add_extract(sub):
     g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 (default) = the original's rounding, which can give inf; float32 = fixed")
     g.add_argument("--choi-batch-stats", choices=["on", "off"], default=None, help="choi: on (default) = the original's batch-dependent features; off = per-file")
     g.add_argument("--clmr-frame", type=int, default=None, help="clmr: 59409 (default) = the paper's framing, 59049 = corrected")
+    g.add_argument("--handcrafted-librosa", choices=["0.8.1", "installed"], default=None, help="chroma, mfcc: 0.8.1 (default) = the original's librosa 0.8.1 computation (re-implemented); installed = the installed librosa's own defaults")
     p.set_defaults(func=_cmd_extract)
 
 
@@ -91,7 +94,7 @@ def _executor(args):
     return get_executor(args.executor, address=args.address) if args.executor != "local" else None
 
 
-REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame")
+REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats", "clmr_frame", "handcrafted_librosa")
 
 
 CONTAINER_INPUT, CONTAINER_OUTPUT = "/input", "/output"
@@ -246,7 +249,8 @@ def _add_import(sub):
     p.add_argument("name", help="dataset name (letters, digits, _ . -)")
     p.add_argument("--audio", required=True, help="folder of audio files")
     p.add_argument("--labels", required=True, help="labels CSV")
-    p.add_argument("--task", required=True, choices=["multiclass", "multilabel", "regression"])
+    p.add_argument("--task", required=True, choices=["multiclass", "multilabel", "regression"],
+                   help="one class per item, a set of tags per item, or numbers per item")
     p.add_argument("--label-column", default="label", help="label column; comma-separated for several regression targets")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--split-column", default=None, help="CSV column holding train/valid/test")
@@ -482,10 +486,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if threading.current_thread() is threading.main_thread():
+        terminate_like_interrupt()  # SIGTERM unwinds like Ctrl-C: locks released, workers stopped
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        print(f"jukemir {args.command}: terminated (SIGTERM); finished work is kept, run again to resume",
+              file=sys.stderr)  # fmt: skip
+        return 143
     except KeyboardInterrupt:
-        print("jukemir: interrupted", file=sys.stderr)
+        print(f"jukemir {args.command}: interrupted; finished work is kept, run again to resume", file=sys.stderr)
         return 130
     except JukemirError as exc:
         hint = ""

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -57,11 +57,16 @@ def no_space_error(exc: OSError, path: str | os.PathLike) -> OSError:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = True) -> Iterator[Any]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", overwrite: bool = True, before_rename: Callable | None = None
+) -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success rename it to ``path``.
 
     ``overwrite=False`` refuses to replace an existing file (``FileExistsError``),
     using a hard link so that two concurrent writers cannot both win.
+    ``before_rename(tmp_path)`` runs once the bytes are on disk and before the
+    rename: the place to commit what describes the file (its provenance), so
+    that a file under the real name is never without it.
     When space runs out (ENOSPC, EDQUOT, EFBIG) a :class:`DiskFullError` naming
     ``path`` is raised and nothing is left behind.
     """
@@ -77,6 +82,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if before_rename is not None:
+            before_rename(Path(tmp))
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -265,3 +272,84 @@ class FileLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class FolderClaim:
+    """Any number of processes doing the same kind of work may use a folder at once; another kind is refused.
+
+    The claimants hold a shared ``flock`` on ``<state>/owner.lock`` for as long
+    as they work (the kernel drops it when a holder dies, even by SIGKILL), and
+    ``<state>/owner.json`` records what kind of work they do (``identity``: a
+    JSON-able dict, e.g. a representation and its options). A newcomer of the
+    same identity joins them; one of another identity raises
+    :class:`~jukemir.errors.UserError` while any holder is alive, and takes the
+    folder over when none is (it was then simply used before, for other work).
+    """
+
+    def __init__(self, state_dir: str | os.PathLike, identity: dict, what: str):
+        self.state_dir = Path(state_dir)
+        self.identity = json.loads(json.dumps(identity, sort_keys=True))
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Join the holders or take the folder over; raise UserError if others of another identity hold it."""
+        owner_file = self.state_dir / "owner.json"
+        with FileLock(self.state_dir / "claim.lock"):  # one newcomer at a time
+            for stale in self.state_dir.glob(TMP_MARK + "owner.json.*"):  # a killed newcomer's
+                stale.unlink(missing_ok=True)
+            fd = os.open(self.state_dir / "owner.lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    alone = True
+                except BlockingIOError:
+                    alone = False
+                except OSError as exc:  # no locks on this file system: claim without protection
+                    if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                        raise
+                    alone = True
+                if alone:
+                    if _read_or_none(owner_file) != self.identity:
+                        write_json(owner_file, self.identity)
+                else:
+                    current = _read_or_none(owner_file)
+                    if current != self.identity:
+                        raise UserError(
+                            f"{self.state_dir.parent}: another process is writing {_describe(current)} into this "
+                            f"folder right now; {self.what} would mix with them: use another folder, or wait for it"
+                        )
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # from exclusive (alone) or joining other shared holders
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+
+    def release(self) -> None:
+        """Stop holding the folder (the lock file stays: others may hold it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FolderClaim":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_or_none(path: Path):
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(identity) -> str:
+    if isinstance(identity, dict) and "representation" in identity:
+        options = identity.get("options") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "default options"
+        return f"{identity['representation']} features ({shown})"
+    return "other outputs"

@@ -68,9 +68,8 @@ def test_report_for_synthetic(trained_synthetic, tmp_path):
     ] == 2
     features = selected[0]["features"]
     assert features["features"] == features["with_record"] == 144
-    assert features["records"] == [
-        {"representation": "chroma", "version": "1", "options": {}, "shape": [72], "count": 144}
-    ]
+    chroma = {"representation": "chroma", "version": "2", "options": {"handcrafted_librosa": "0.8.1"}}
+    assert features["records"] == [dict(chroma, shape=[72], count=144)]
     summary = (index.parent / "summary.md").read_text()
     assert "| synthetic | score | chroma |" in summary and "| mfcc |" in summary
 

@@ -29,11 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import cache
 from ..cache import check_name
 from ..errors import UserError
-from ..io import write_json
-from . import BUILTIN, SPEC_FILE, SPLITS, TASKS, DatasetSpec
+from . import BUILTIN, SPLITS, TASKS, DatasetSpec
 from .process import ProcessReport, Source, write_processed
 
 PRIMARY_METRIC = {"multiclass": "accuracy", "multilabel": "auc_roc", "regression": "r2"}
@@ -230,7 +228,6 @@ def import_dataset(
             )
     spec = dataset_spec(name, task, meta, label_columns)
     sources = {uid: Source(path) for uid, path in paths.items()}
-    report = write_processed(name, meta, sources, jobs=jobs, progress=progress, overwrite=overwrite)
-    if report.ok:
-        write_json(cache.processed_dir(name) / SPEC_FILE, spec.to_json())
-    return report
+    return write_processed(
+        name, meta, sources, jobs=jobs, progress=progress, overwrite=overwrite, spec=spec.to_json()
+    )

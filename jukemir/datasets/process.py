@@ -7,14 +7,18 @@ THE audio loader:
   native rate, mixed down to mono, cut to its clip (``offset``/``duration`` in
   seconds; only GiantSteps has clips inside a file) and written as a 16-bit PCM
   WAV (``round(x * 32768)``, clipped, as ffmpeg converts float to s16);
-* each WAV is written to a temporary name and renamed, by a pool of processes;
-  a valid existing WAV is kept, so an interrupted run resumes, unless its
-  source changed: ``.jukemir/sources/<uid>.json`` records the source file's
-  name, size and mtime and the clip each WAV was made from (a WAV without a
-  record, e.g. from an older version, is kept); one process writes a dataset
-  at a time (a lock file), so the temporaries it finds are a killed one's;
+* each WAV is written to a temporary name and renamed, by a pool of worker
+  processes that die with their parent; just before the rename its record,
+  ``.jukemir/sources/<uid>.json``, is committed: the source file's name, size
+  and mtime and the clip it was made from, and the WAV's size, mtime and
+  sha256. A WAV is kept (an interrupted run resumes) only while its record
+  vouches for both; one without a record, or whose source changed, is
+  converted again. One process writes a dataset at a time (a lock file), so
+  the temporaries it finds are a killed one's;
 * ``meta.json`` holds every item, those without audio included (split null),
   with ``clip["clip_duration"] = n_samples / sample_rate`` of the WAV written.
+  It exists only while it describes exactly the WAVs there: removed before
+  any WAV is rewritten, written last by a run in which every file converted.
 
 The metadata comes either from the paper's own files (``canonical``, the
 default and the authority: the exact uids, splits, labels and clips) or is
@@ -31,13 +35,14 @@ persists between runs), ``derive_metadata(work)`` and
 from __future__ import annotations
 
 import copy
+import errno
+import hashlib
 import importlib
+import io
 import math
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -46,10 +51,12 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .. import cache
-from ..assets import Asset, DownloadError, get_asset, retrieve_many
+from ..assets import Asset, DownloadError, file_checksum, get_asset, retrieve_many
 from ..audio import AudioError, audio_info, load_audio
 from ..errors import UserError
-from ..io import FileLock, atomic_write, read_json, remove_stale_temporaries, write_json
+from ..io import DiskFullError, FileLock, atomic_write, read_json, remove_stale_temporaries, write_json
+from ..workers import imap_in_pool
+from . import SPEC_FILE
 
 MODULES = {
     "gtzan_ff": "gtzan",
@@ -193,49 +200,70 @@ def write_wav(
     dest: str | os.PathLike,
     offset: float | None = None,
     duration: float | None = None,
+    *,
+    record: str | os.PathLike | None = None,
+    source: dict | None = None,
 ) -> tuple[int, int]:
     """Decode ``src`` (mono mix, native rate), keep ``[offset, offset + duration)`` seconds, write a 16-bit WAV.
 
-    The WAV appears atomically under ``dest``. Returns ``(n_samples, sample_rate)``.
-    Raises AudioError (one line, naming ``src``) when it cannot be decoded.
+    The WAV appears atomically under ``dest``. With ``record``, its provenance
+    (``source``: what it was made from, and the WAV's own size, mtime and
+    sha256) is written there first, just before the WAV is renamed into place,
+    so a WAV never exists without the record that vouches for it (a record
+    without its WAV, from a kill in between, matches no WAV and reads as stale).
+    Returns ``(n_samples, sample_rate)``. Raises AudioError (one line, naming
+    ``src``) when it cannot be decoded, DiskFullError when space runs out.
     """
     import soundfile as sf
 
     sample_rate = audio_info(src)[0]
     audio = load_audio(src, None, offset=offset or 0.0, duration=duration)
-    with atomic_write(dest) as handle:
-        sf.write(handle, to_pcm16(audio), sample_rate, format="WAV", subtype="PCM_16")
+    buf = io.BytesIO()  # encoded in memory: a full disk then fails in one plain write, not inside libsndfile
+    sf.write(buf, to_pcm16(audio), sample_rate, format="WAV", subtype="PCM_16")
+    data = buf.getvalue()
+
+    def commit_record(tmp: Path) -> None:
+        if record is not None:
+            write_json(record, {"source": source, "wav": dict(_stamp(tmp), sha256=hashlib.sha256(data).hexdigest())})
+
+    with atomic_write(dest, before_rename=commit_record) as handle:
+        handle.write(data)
     return len(audio), sample_rate
 
 
-def _convert(task: tuple) -> tuple[str, int | None, int | None, str | None]:
-    uid, src, dest, offset, duration = task
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _convert(task: tuple) -> tuple:
+    """One WAV and its record, in a worker process. Returns ``(uid, n, sr, error, disk_full)``."""
+    uid, src, dest, offset, duration, record, source = task
     try:
-        n, sr = write_wav(src, dest, offset, duration)
+        n, sr = write_wav(src, dest, offset, duration, record=record, source=source)
+    except DiskFullError as exc:
+        return uid, None, None, str(exc), True
     except (AudioError, OSError) as exc:
-        return uid, None, None, str(exc) if isinstance(exc, AudioError) else f"{src}: {exc}"
-    return uid, n, sr, None
+        return uid, None, None, str(exc) if isinstance(exc, AudioError) else f"{src}: {exc}", False
+    return uid, n, sr, None, False
 
 
 def convert_all(tasks: list[tuple], jobs: int = 1, progress: bool = True) -> Iterable[tuple]:
-    """Run :func:`write_wav` over ``(uid, src, dest, offset, duration)`` tasks in ``jobs`` processes.
+    """Run :func:`write_wav` over ``(uid, src, dest, offset, duration, record, source)`` tasks.
 
-    Yields ``(uid, n_samples, sample_rate, error)`` per task (error None on success).
+    Uses ``jobs`` worker processes (:func:`jukemir.workers.process_pool`: none
+    outlives this process). Yields ``(uid, n_samples, sample_rate, error)`` per
+    task (error None on success); raises DiskFullError when space runs out.
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=len(tasks), desc="wav", unit="file", disable=not progress or not tasks)
-    with bar:
-        if jobs <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield _convert(task)
-                bar.update()
-            return
-        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            for result in pool.map(_convert, tasks, chunksize=max(1, min(16, len(tasks) // (4 * jobs)))):
-                yield result
-                bar.update()
+    chunksize = max(1, min(16, len(tasks) // (4 * max(1, jobs))))
+    with tqdm(total=len(tasks), desc="wav", unit="file", disable=not progress or not tasks) as bar:
+        for uid, n, sr, error, disk_full in imap_in_pool(_convert, tasks, jobs, chunksize):
+            if disk_full:
+                raise DiskFullError(errno.ENOSPC, error)
+            yield uid, n, sr, error
+            bar.update()
 
 
 def source_record(source: Source) -> dict:
@@ -249,11 +277,39 @@ def source_record(source: Source) -> dict:
     return {"name": path.name, "size": size, "mtime_ns": mtime_ns, "offset": source.offset, "duration": source.duration}
 
 
-def _recorded_source(path: Path) -> dict | None:
+def current_wav(dest: Path, record_path: Path, source: dict) -> tuple[int, int] | None:
+    """``(frames, sample_rate)`` of ``dest`` if its record vouches for it and for ``source``, else None.
+
+    The record must name this source (name, size, mtime, clip) and this WAV:
+    its size, and its mtime or, when the file was copied (mtime changed), its
+    sha256 (the record's mtime is then refreshed). A WAV without a record, or
+    with a record of another WAV, is not current.
+    """
+    have = wav_frames(dest)
+    if have is None:
+        return None
     try:
-        return read_json(path) if path.exists() else None
-    except ValueError:
-        return {}  # unreadable: matches no source
+        record = read_json(record_path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if "wav" not in record:  # an older version's record, written after its WAV was complete: adopt it
+        if record != source:
+            return None
+        record = {"source": source, "wav": dict(_stamp(dest), sha256=file_checksum(dest))}
+        write_json(record_path, record)
+    wav = record.get("wav") or {}
+    if record.get("source") != source:
+        return None
+    stamp = _stamp(dest)
+    if wav.get("size") != stamp["size"]:
+        return None
+    if wav.get("mtime_ns") != stamp["mtime_ns"]:
+        if wav.get("sha256") != file_checksum(dest):
+            return None
+        write_json(record_path, dict(record, wav=dict(wav, mtime_ns=stamp["mtime_ns"])))
+    return have
 
 
 def write_processed(
@@ -265,18 +321,34 @@ def write_processed(
     jobs: int = 1,
     progress: bool = True,
     overwrite: bool = False,
+    spec: dict | None = None,
 ) -> ProcessReport:
     """Write ``wav/<uid>.wav`` for every uid with a source, then ``meta.json`` (only if all succeeded).
 
-    ``out_dir`` defaults to ``processed/<name>``. Existing valid WAVs are kept
-    unless ``overwrite``.
+    ``out_dir`` defaults to ``processed/<name>``. Existing WAVs that their
+    records vouch for are kept unless ``overwrite``. ``meta.json`` (and
+    ``spec``, written as ``dataset.json`` just before it) exists only while it
+    describes exactly the WAVs there: it is removed before any WAV is
+    (re)written or when the items changed, and written again at the end of a
+    run in which every file converted; WAVs of items no longer listed are then
+    removed.
     """
     out = Path(out_dir) if out_dir is not None else cache.processed_dir(name)
     with FileLock(out / ".lock", waiting=f"{out}: another process is writing this dataset; waiting"):
-        return _write_processed(name, meta, sources, out, jobs, progress, overwrite)
+        return _write_processed(name, meta, sources, out, jobs, progress, overwrite, spec)
 
 
-def _write_processed(name, meta, sources, out: Path, jobs, progress, overwrite) -> ProcessReport:
+def _without_durations(meta: dict) -> dict:
+    """``meta`` without ``clip.clip_duration`` (measured on the WAVs written, not part of the items)."""
+    out = {}
+    for uid, record in meta.items():
+        if isinstance(record, dict) and isinstance(record.get("clip"), dict):
+            record = dict(record, clip={k: v for k, v in record["clip"].items() if k != "clip_duration"})
+        out[uid] = record
+    return out
+
+
+def _write_processed(name, meta, sources, out: Path, jobs, progress, overwrite, spec) -> ProcessReport:
     start = time.time()
     wav_dir = out / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -294,24 +366,32 @@ def _write_processed(name, meta, sources, out: Path, jobs, progress, overwrite) 
         if source is None:
             report.no_audio += 1
             continue
-        dest = wav_dir / f"{uid}.wav"
-        have = None if overwrite else wav_frames(dest)
-        recorded = _recorded_source(records / f"{uid}.json") if have is not None else None
-        if recorded is not None and recorded != source_record(source):
-            have = None
-            report.stale += 1
+        dest, record_path, wanted = wav_dir / f"{uid}.wav", records / f"{uid}.json", source_record(source)
+        have = None if overwrite else current_wav(dest, record_path, wanted)
         if have is not None:
             lengths[uid] = have
             report.skipped += 1
-        else:
-            tasks.append((uid, str(source.path), str(dest), source.offset, source.duration))
-    for uid, n, sr, error in convert_all(tasks, jobs, progress):
-        if error is not None:
-            report.failed.append((uid, error))
-        else:
-            write_json(records / f"{uid}.json", source_record(sources[uid]))
-            lengths[uid] = (n, sr)
-            report.written += 1
+            continue
+        report.stale += dest.exists()
+        tasks.append((uid, str(source.path), str(dest), source.offset, source.duration, str(record_path), wanted))
+    meta_path, spec_path = out / "meta.json", out / SPEC_FILE
+    if meta_path.exists() and (tasks or _without_durations(_read_or_none(meta_path)) != _without_durations(meta)):
+        meta_path.unlink()  # it would describe other WAVs or items than those being written
+    if spec is not None and spec_path.exists() and _read_or_none(spec_path) != spec:
+        spec_path.unlink()
+    results = convert_all(tasks, jobs, progress)
+    try:
+        for uid, n, sr, error in results:
+            if error is not None:
+                report.failed.append((uid, error))
+            else:
+                lengths[uid] = (n, sr)
+                report.written += 1
+    except BaseException:  # interrupted, terminated, disk full: stop the workers, then tidy up after them
+        results.close()
+        for folder in (wav_dir, records):
+            remove_stale_temporaries(folder, older_than_s=0)
+        raise
     if report.ok:
         final = {}
         for uid, record in meta.items():
@@ -320,9 +400,27 @@ def _write_processed(name, meta, sources, out: Path, jobs, progress, overwrite) 
                 n, sr = lengths[uid]
                 record["clip"]["clip_duration"] = n / sr
             final[uid] = record
-        write_json(out / "meta.json", final)
+        if spec is not None:
+            write_json(spec_path, spec)
+        write_json(meta_path, final)
+        _remove_orphans(wav_dir, records, set(lengths))
     report.seconds = time.time() - start
     return report
+
+
+def _read_or_none(path: Path):
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_orphans(wav_dir: Path, records: Path, keep: set) -> None:
+    """Delete the WAVs (and records) of items the dataset no longer lists."""
+    for folder, suffix in ((wav_dir, ".wav"), (records, ".json")):
+        for path in folder.glob(f"*{suffix}"):
+            if path.name[: -len(suffix)] not in keep:
+                path.unlink(missing_ok=True)
 
 
 def process_dataset(

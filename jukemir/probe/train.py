@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import random
 import sys
 import time
@@ -957,8 +958,8 @@ def train_probes(cfgs: Sequence, data: ProbeData, device=None, progress: bool = 
     device = torch_device(device)
     feats = _Features(data, device)
     probes: list = [None] * len(cfgs)
-    bar = None
-    if progress:
+    bar, own_bar = (progress, False) if not isinstance(progress, bool) else (None, progress)
+    if own_bar:
         from tqdm import tqdm
 
         bar = tqdm(total=len(cfgs), desc=f"probe {data.dataset}/{data.representation}", unit="cfg", file=sys.stderr)
@@ -981,7 +982,7 @@ def train_probes(cfgs: Sequence, data: ProbeData, device=None, progress: bool = 
                     _Group([members[j] for j in part], data, feats, device, precision).run(
                         lambda j, state, info, part=part: finish(part[j], state, info), progress=bar)
     finally:
-        if bar is not None:
+        if own_bar and bar is not None:
             bar.close()
     return probes
 
@@ -1070,22 +1071,81 @@ def train_grid(
         executor.map(task, shards)
         return [_run_summary(c, root, "trained" if c in todo else "skipped") for c in cfgs]
 
+    trained: set = set()
     if todo:
 
         def save(probe):
             probe.save(data, root)
+            trained.add(probe.cfg.uid())
 
-        if serial:
-            iterator = todo
-            if progress:
-                from tqdm import tqdm
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-                iterator = tqdm(todo, desc=f"probe {dataset}/{representation} (serial)", unit="cfg", file=sys.stderr)
-            for cfg in iterator:
-                save(train_probe(cfg, data, device=device))
-        else:
-            train_probes(todo, data, device=device, progress=progress, on_finish=save, precision=precision)
-    return [_run_summary(c, root, "trained" if c in todo else "skipped") for c in cfgs]
+            what = f"probe {dataset}/{representation}" + (" (serial)" if serial else "")
+            bar = tqdm(total=len(todo), desc=what, unit="cfg", file=sys.stderr)
+        units = [[c] for c in todo] if serial else [[todo[i] for i in g] for g in plan_groups(todo)]
+        started = time.time()
+        try:
+            for unit in _claimed_units(units, root / dataset / representation, serial):
+                # another worker may have finished some of them while this one waited for the claim
+                left = [c for c in unit if not _finished_since(c, root, data.fingerprint, overwrite, started)]
+                if bar is not None:
+                    bar.update(len(unit) - len(left))
+                if serial and left:
+                    save(train_probe(left[0], data, device=device))
+                    if bar is not None:
+                        bar.update()
+                elif left:
+                    train_probes(left, data, device=device, progress=bar, on_finish=save, precision=precision)
+        finally:
+            if bar is not None:
+                bar.close()
+    return [_run_summary(c, root, "trained" if c.uid() in trained else "skipped") for c in cfgs]
+
+
+def _claimed_units(units: list[list], folder: Path, serial: bool):
+    """Yield each unit of work (a config, or a group of configs trained as one stack) while holding its claim.
+
+    A unit another worker holds is deferred; once the free ones are done, this
+    worker waits for each deferred claim in turn (the other worker may have died,
+    or finished only some of the configs), so concurrent workers on one grid
+    share it instead of all training everything.
+    """
+    def lock_of(unit):
+        key = unit[0].uid() if serial else json.dumps(group_key(unit[0]))
+        return FileLock(folder / ".claims" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".lock"))
+
+    deferred = []
+    for unit in units:
+        lock = lock_of(unit)
+        if not lock.acquire():
+            deferred.append(unit)
+            continue
+        try:
+            yield unit
+        finally:
+            lock.release()
+    if deferred:
+        print(f"jukemir probe: another worker is training {sum(map(len, deferred))} of these configs; "
+              "waiting to take over whatever it does not finish", file=sys.stderr)  # fmt: skip
+    for unit in deferred:
+        lock = lock_of(unit)
+        lock.acquire(wait=True)
+        try:
+            yield unit
+        finally:
+            lock.release()
+
+
+def _finished_since(cfg, root: Path, features: str, overwrite: bool, started: float) -> bool:
+    """Whether ``cfg`` needs no training now: done on this data (with ``overwrite``: done since ``started``)."""
+    if not run_is_done(cfg, root, features):
+        return False
+    if not overwrite:
+        return True
+    metrics = root / cfg["dataset"] / cfg["representation"] / ProbeConfig(cfg).uid() / "metrics.json"
+    return metrics.stat().st_mtime >= started
 
 
 def _grid_shard(dataset, representation, cfgs, **kwargs):

@@ -52,6 +52,7 @@ from ..io import (
     TMP_MARK,
     DiskFullError,
     FileLock,
+    FolderClaim,
     append_jsonl,
     atomic_write,
     no_space_error,
@@ -294,6 +295,9 @@ def run_folder(
     select_batch(files, batch_size, batch_idx)  # validate the batch before loading a model
     if rep is None and (options or {}).get("device") is not None:
         torch_device(options["device"])  # a device that is not there: say so before writing anything
+    if Path(output_dir).resolve() == Path(input_dir).resolve():
+        raise UserError(f"{output_dir}: the output folder is the input folder; its .npy outputs would become "
+                        "inputs of the next run: use another output folder")  # fmt: skip
     out_dir = prepare_output_dir(output_dir)
     remove_stale_temporaries(out_dir, older_than_s=STALE_TMP_S)
     remove_stale_temporaries(out_dir / STATE_DIR / "provenance", older_than_s=STALE_TMP_S)
@@ -301,12 +305,23 @@ def run_folder(
     report = FolderReport(name, str(out_dir))
     if rep is None:
         rep = get_representation(name, **(options or {}))
-    selected = select_batch(rep.order_files(files), batch_size, batch_idx)
+    ordered = rep.order_files(files)
+    selected = select_batch(ordered, batch_size, batch_idx)
     provenance = rep.provenance()
     outputs = [_Output(f, out_dir, provenance) for f in selected]
+    # Two inputs with one stem (a.wav, a.flac) would write the same a.npy: the first in name order owns it,
+    # in whichever batch either falls, so every run and every batching decides the same way.
+    owner: dict[str, Path] = {}
+    for src in sorted(files):
+        owner.setdefault(src.stem + ".npy", src)
+    with FolderClaim(out_dir / STATE_DIR, provenance, f"these {name} features"):
+        return _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers, overwrite, progress,
+                            start)  # fmt: skip
 
+
+def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers, overwrite, progress, start):
+    """:func:`run_folder` once this process holds the output folder (see :class:`~jukemir.io.FolderClaim`)."""
     errors_log = out_dir / STATE_DIR / "errors.jsonl"
-    seen_stems: dict[str, Path] = {}
 
     def fail(src: Path, reason: str) -> None:
         reason = one_line(reason)
@@ -316,10 +331,9 @@ def run_folder(
 
     todo: list[_Output] = []
     for out in outputs:
-        if out.npy.name in seen_stems:
-            fail(out.src, f"same output name as {seen_stems[out.npy.name].name} ({out.npy.name}); rename one")
+        if owner[out.npy.name] != out.src:
+            fail(out.src, f"same output name as {owner[out.npy.name].name} ({out.npy.name}); rename one")
             continue
-        seen_stems[out.npy.name] = out.src
         status = "missing" if overwrite else out.status(rep)
         if status in ("valid", "foreign"):
             report.skipped += 1

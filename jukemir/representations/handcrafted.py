@@ -1,10 +1,19 @@
 """Hand-crafted baselines: chroma (72-d) and MFCC (120-d), as the original (docs/fidelity/chroma.md, mfcc.md).
 
-Audio: 22,050 Hz mono (resampy ``kaiser_best``), peak-normalised. Frames:
-``librosa.feature.chroma_cqt`` / ``librosa.feature.mfcc`` with hop 512 and
-librosa's defaults otherwise. Summary: for the features themselves and their
-first and second time differences, the per-coefficient mean and population
-std, in the order ``[mean(d0), std(d0), mean(d1), std(d1), mean(d2), std(d2)]``.
+Audio: 22,050 Hz mono (resampy ``kaiser_best``), peak-normalised. Frames, hop
+512, by ``handcrafted_librosa``:
+
+* ``"0.8.1"`` (default, the original's): librosa 0.8.1's ``chroma_cqt`` /
+  ``mfcc`` with that version's defaults, re-implemented in
+  :mod:`jukemir.representations.librosa081` (equal to librosa 0.8.1 to float32
+  rounding, whatever librosa is installed);
+* ``"installed"``: ``librosa.feature.chroma_cqt`` / ``librosa.feature.mfcc``
+  of the installed librosa with its own defaults (zero padding, another CQT);
+  its version is recorded in the outputs' provenance.
+
+Summary: for the features themselves and their first and second time
+differences, the per-coefficient mean and population std, in the order
+``[mean(d0), std(d0), mean(d1), std(d1), mean(d2), std(d2)]``.
 """
 
 from __future__ import annotations
@@ -18,10 +27,12 @@ import numpy as np
 
 from ..device import torch_device
 from ..errors import UserError
+from . import librosa081
 from .base import Representation
 
 SAMPLE_RATE = 22050
 HOP_LENGTH = 512
+LIBROSA_MODES = ("0.8.1", "installed")  # the original's librosa (re-implemented), or the installed one
 
 
 def delta_statistics(frames: np.ndarray) -> np.ndarray:
@@ -92,15 +103,32 @@ def memoize_cqt_filters() -> None:
 
 
 class _Handcrafted(Representation):
+    version = "2"  # 2: librosa 0.8.1's computation by default (1: the installed librosa's defaults)
     sample_rate = SAMPLE_RATE
     normalize = True
     n_coeffs = 0
 
-    def __init__(self, device: str | None = None):
-        """``device`` is checked like every representation's, but librosa computes on the CPU."""
+    def __init__(self, device: str | None = None, handcrafted_librosa: str = "0.8.1"):
+        """``device`` is checked like every representation's, but librosa computes on the CPU.
+
+        ``handcrafted_librosa``: ``"0.8.1"`` (the original's computation) or ``"installed"``.
+        """
+        if handcrafted_librosa not in LIBROSA_MODES:
+            raise UserError(
+                f"handcrafted_librosa must be '0.8.1' (the original's) or 'installed', got {handcrafted_librosa!r}"
+            )
         if torch_device(device or "cpu").type != "cpu":
             print(f"jukemir: {self.name} is computed on the CPU (librosa); --device {device} is ignored",
                   file=sys.stderr)  # fmt: skip
+        self.handcrafted_librosa = handcrafted_librosa
+
+    def options(self) -> dict:
+        options = {"handcrafted_librosa": self.handcrafted_librosa}
+        if self.handcrafted_librosa == "installed":
+            import librosa
+
+            options["librosa"] = librosa.__version__  # its defaults change between versions
+        return options
 
     def frames(self, audio: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -121,11 +149,14 @@ class Chroma(_Handcrafted):
     name = "chroma"
     dim = 72
 
-    def __init__(self, device: str | None = None):
-        super().__init__(device)
-        memoize_cqt_filters()
+    def __init__(self, device: str | None = None, handcrafted_librosa: str = "0.8.1"):
+        super().__init__(device, handcrafted_librosa)
+        if handcrafted_librosa == "installed":
+            memoize_cqt_filters()
 
     def frames(self, audio):
+        if self.handcrafted_librosa == "0.8.1":
+            return librosa081.chroma_cqt(audio, SAMPLE_RATE, HOP_LENGTH)
         import librosa
 
         return librosa.feature.chroma_cqt(y=audio, sr=SAMPLE_RATE, hop_length=HOP_LENGTH)
@@ -138,6 +169,8 @@ class MFCC(_Handcrafted):
     dim = 120
 
     def frames(self, audio):
+        if self.handcrafted_librosa == "0.8.1":
+            return librosa081.mfcc(audio, SAMPLE_RATE, HOP_LENGTH)
         import librosa
 
         return librosa.feature.mfcc(y=audio, sr=SAMPLE_RATE, hop_length=HOP_LENGTH)

@@ -192,3 +192,39 @@ def make_probe_dataset(name: str = "faulty", representation: str = "slow", n: in
         save_npy(folder / f"u{i:03d}.npy", (np.eye(3, 8)[y] + 0.8 * rng.standard_normal(8)).astype(np.float32))
     write_json(cache.processed_dir(name) / "meta.json", meta)
     return folder
+
+
+def children(pid: int) -> set[int]:
+    """The pids of the live descendants of ``pid`` (from /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    if int(child) not in found:
+                        found.add(int(child))
+                        todo.append(int(child))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (not gone, not a zombie)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "X")
+    return state not in ("Z", "X")
+
+
+def assert_no_survivors(pids, timeout: float = 10.0) -> None:
+    """Every process of ``pids`` is gone within ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    left = sorted(p for p in pids if alive(p))
+    for pid in left:  # do not leave them to the next test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"worker processes outlived their parent: {left}"

@@ -119,3 +119,59 @@ def test_batch_dependent_workers(corpus, tmp_path):
     assert_complete(out, outputs(ref), records(ref))
     tally("concurrent", 2)
     tally("outputs_checked", len(outputs(ref)))
+
+
+@pytest.mark.parametrize("second", [("--model", "double"), ("--batch_size", 6, "--batch_idx", 1, "--model", "double")])
+def test_other_options_into_a_busy_folder_are_refused(corpus, tmp_path, second):
+    """A run with other options (or another representation) cannot write into a folder another run is
+    filling: it is refused with one line, whatever the batching, and the first run's outputs stay whole."""
+    folder, reference, reference_records, _ = corpus
+    out = tmp_path / "out"
+    env = cli_env(FAULT_DELAY=0.05)
+    first = start_jukemir("extract", "slow", folder, out, "--no-progress", env=env)
+    wait_for(lambda: len(list(out.glob("*.npy"))) >= 2, first)
+    r = run_jukemir("extract", "slow", folder, out, "--no-progress", *second, env=env)
+    assert r.returncode == 2, r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if "error:" in x]
+    assert "another process is writing slow features (model=plain) into this folder" in line
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert_complete(out, reference, reference_records)
+    # once nobody holds it, the folder may be used for the other options: its outputs are then recomputed
+    r = run_jukemir("extract", "slow", folder, out, "--no-progress", "--model", "double")
+    assert r.returncode == 0 and "24 stale recomputed" in r.stderr, r.stderr
+    tally("concurrent", 2)
+    tally("bad_input")
+
+
+def test_one_stem_two_files_is_decided_the_same_in_every_batch(tmp_path):
+    """a.flac and a.wav both make a.npy: the first by name (a.flac) owns it, whichever batch runs first."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = write_tones(tmp_path / "in", 3, seed=9)
+    tone = 0.3 * np.sin(np.arange(4000) / 7.0)
+    sf.write(str(folder / "a.flac"), tone, 8000)
+    sf.write(str(folder / "a.wav"), 0.5 * tone, 8000)
+    results = {}
+    for order in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 0, 3, 2, 4]):
+        out = tmp_path / f"out{''.join(map(str, order))}"
+        for idx in order:  # batches of one file: a.flac is batch 0, a.wav batch 1
+            r = run_jukemir("extract", "slow", folder, out, "--no-progress", "--batch_size", 1, "--batch_idx", idx)
+            if idx == 1:
+                assert r.returncode == 1 and "a.wav: same output name as a.flac (a.npy)" in r.stderr, r.stderr
+            else:
+                assert r.returncode == 0, r.stderr
+        results[tuple(order)] = (out / "a.npy").read_bytes()
+        assert records(out)["a"]["source"]["name"] == "a.flac"
+    assert len(set(results.values())) == 1
+    tally("bad_input", 3)
+
+
+def test_input_folder_as_output_folder_is_refused(tmp_path):
+    folder = write_tones(tmp_path / "in", 2, seed=2)
+    for _ in range(2):
+        r = run_jukemir("extract", "slow", folder, folder, "--no-progress")
+        assert r.returncode == 2 and "the output folder is the input folder" in r.stderr, r.stderr
+    assert not list(folder.glob("*.npy"))
+    tally("bad_input")

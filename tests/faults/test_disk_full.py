@@ -13,9 +13,20 @@ import subprocess
 
 import pytest
 
+from jukemir.io import FolderClaim
 from jukemir.representations.folder import STATE_DIR
 
-from .helpers import assert_complete, assert_no_corrupt, outputs, records, run_jukemir, tally, temporaries, write_tones
+from .fakes import Slow
+from .helpers import (
+    assert_complete,
+    assert_no_corrupt,
+    outputs,
+    records,
+    run_jukemir,
+    tally,
+    temporaries,
+    write_tones,
+)
 
 pytestmark = pytest.mark.fault
 PAGE = 4096
@@ -93,11 +104,12 @@ def test_full_disk_while_logging_an_error(tmp_path):
     disk = tmp_path / "disk"
     with small_tmpfs(disk, 16 * PAGE) as mounted:
         out = disk / "out"
+        out.mkdir(parents=True)
+        with FolderClaim(out / STATE_DIR, Slow().provenance(), "slow"):  # the folder is already this run's
+            pass
         if not mounted:
-            out.mkdir(parents=True)
             r = run_jukemir("extract", "slow", folder, out, "--no-progress", preexec_fn=_limit(8))
         else:
-            out.mkdir()
             fill(disk, 0)
             r = run_jukemir("extract", "slow", folder, out, "--no-progress")
         assert r.returncode != 0

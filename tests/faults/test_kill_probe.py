@@ -104,3 +104,33 @@ def test_resumed_stack_trains_like_the_full_one():
             assert all(torch.equal(alone[k], stacked[k]) for k in alone), f"{dict(config)} depends on its stack"
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("serial", [False, True], ids=["vectorised", "serial"])
+def test_concurrent_probe_workers_share_the_grid(tmp_path, serial):
+    """Three `jukemir probe` workers started together on one grid: every config is trained exactly once
+    (the trained counts they report add up to the grid), and the runs equal one worker's."""
+    make_probe_dataset("shared", "slow", n=150)
+    grid = dict(GRID, hidden_layer_sizes=[[], [64], [32], [16]])  # four stacks to share
+    configs = [str(p) for p in write_grid_configs(grid_cfgs("shared", "slow", grid), tmp_path / "cfgs")]
+    configs = configs[::3] if serial else configs
+    args = ("probe", "shared", "slow", "--config", *configs, "--no-progress", *(["--serial"] if serial else []))
+    env = cli_env(OMP_NUM_THREADS=1)
+    runs_dir = cache.probes_dir("shared", "slow")
+    r = run_jukemir(*args, env=env)
+    assert r.returncode == 0, r.stderr
+    reference = _runs(runs_dir)
+    shutil.rmtree(runs_dir)
+
+    procs = [start_jukemir(*args, env=env) for _ in range(3)]
+    trained = 0
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        trained += int(out.split(": ")[1].split(" trained")[0])
+    assert trained == len(configs), f"{trained} trainings for {len(configs)} configs"
+    runs = _runs(runs_dir)
+    assert runs.keys() == reference.keys() and all(_same(runs[u], reference[u]) for u in reference)
+    tally("concurrent", 3)
+    tally("outputs_checked", len(reference))

@@ -3,7 +3,9 @@ uninterrupted run; a changed source is reconverted, not reused."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 
 import numpy as np
@@ -11,8 +13,20 @@ import pytest
 import soundfile as sf
 
 from jukemir import cache
+from jukemir.datasets.process import Source, current_wav, source_record
+from jukemir.io import read_json
 
-from .helpers import run_jukemir, sigkill, start_jukemir, tally, wait_for, write_tones
+from .helpers import (
+    assert_no_survivors,
+    children,
+    run_jukemir,
+    sigkill,
+    start_jukemir,
+    tally,
+    temporaries,
+    wait_for,
+    write_tones,
+)
 
 pytestmark = pytest.mark.fault
 
@@ -29,8 +43,20 @@ def _dataset(tmp_path, n=40):
     return audio, labels
 
 
-def _import(name, audio, labels):
-    return ("import", name, "--audio", audio, "--labels", labels, "--task", "multiclass", "--jobs", 1, "--no-progress")
+def _import(name, audio, labels, jobs=1):
+    return ("import", name, "--audio", audio, "--labels", labels, "--task", "multiclass", "--jobs", jobs,
+            "--no-progress")  # fmt: skip
+
+
+def _assert_every_wav_vouched_for(name, audio):
+    """Each WAV present has a record naming its source as it is now and the WAV's own bytes."""
+    folder = cache.processed_dir(name)
+    for wav in sorted((folder / "wav").glob("*.wav")):
+        source = next(audio.glob(wav.stem + ".*"))
+        record_path = folder / ".jukemir" / "sources" / (wav.stem + ".json")
+        assert record_path.exists(), f"{wav.name} was committed without its record"
+        assert current_wav(wav, record_path, source_record(Source(source))) is not None, wav.name
+        assert read_json(record_path)["wav"]["size"] == wav.stat().st_size
 
 
 def _state(name):
@@ -82,3 +108,66 @@ def test_changed_source_is_reconverted(tmp_path):
     assert changed == [source.stem + ".wav"], changed
     assert sf.info(str(cache.processed_dir("mine") / "wav" / changed[0])).frames == 8000
     tally("stale")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["kill", "term", "int"])
+def test_interrupted_parallel_import_keeps_wavs_and_records_together(tmp_path, sig):
+    """--jobs 2, interrupted by any signal: no worker survives; every WAV left has the record that vouches for
+    it; then a changed source is reconverted on the next run (a WAV without its record never is)."""
+    audio, labels = _dataset(tmp_path, n=60)
+    wav_dir = cache.processed_dir("par") / "wav"
+    rng = random.Random(int(sig))
+    interrupted = 0
+    for target in sorted(rng.sample(range(2, 50), 3)):
+        proc = start_jukemir(*_import("par", audio, labels, jobs=2))
+        workers: set = set()
+
+        def busy():
+            workers.update(children(proc.pid))
+            return wav_dir.exists() and len(list(wav_dir.glob("*.wav"))) >= target and len(workers) >= 2
+
+        if wait_for(busy, proc, poll=0.002):
+            workers.update(children(proc.pid))
+            os.kill(proc.pid, sig)
+            _, err = proc.communicate(timeout=60)
+            interrupted += 1
+            if sig == signal.SIGKILL:
+                assert proc.returncode == -signal.SIGKILL
+            else:  # Ctrl-C and SIGTERM: a clean message and exit status, no traceback
+                assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+                assert "Traceback" not in err and ("interrupted" in err or "terminated" in err), err
+                assert not temporaries(cache.processed_dir("par")), "temporaries left behind"
+        else:
+            proc.communicate()
+        assert_no_survivors(workers)
+        _assert_every_wav_vouched_for("par", audio)
+    assert interrupted >= 2
+    # a source changed after the interruption is converted again, whatever was left
+    source = sorted(audio.iterdir())[1]
+    x, sr = sf.read(str(source))
+    sf.write(str(source), 0.5 * x, sr)
+    r = run_jukemir(*_import("par", audio, labels, jobs=2))
+    assert r.returncode == 0, r.stderr
+    _assert_every_wav_vouched_for("par", audio)
+    new, _ = sf.read(str(wav_dir / (source.stem + ".wav")))
+    assert np.abs(new).max() < 0.6 * np.abs(sf.read(str(source))[0]).max() / 0.5 + 1e-3
+    tally("kills", interrupted)
+
+
+def test_failed_reimport_leaves_no_current_looking_metadata(tmp_path):
+    """Re-importing with a file that no longer decodes: the old meta.json must not stay (it would describe
+    WAVs that are no longer all there); fixing the file restores it."""
+    audio, labels = _dataset(tmp_path, n=6)
+    assert run_jukemir(*_import("re", audio, labels)).returncode == 0
+    folder = cache.processed_dir("re")
+    assert (folder / "meta.json").exists() and (folder / "dataset.json").exists()
+    victim = sorted(audio.iterdir())[2]
+    good = victim.read_bytes()
+    victim.write_bytes(b"no longer audio" * 100)
+    r = run_jukemir(*_import("re", audio, labels))
+    assert r.returncode == 1 and victim.name in r.stderr
+    assert not (folder / "meta.json").exists()
+    victim.write_bytes(good)
+    assert run_jukemir(*_import("re", audio, labels)).returncode == 0
+    assert (folder / "meta.json").exists()
+    tally("bad_input")

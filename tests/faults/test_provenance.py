@@ -13,7 +13,16 @@ import soundfile as sf
 from jukemir.representations.folder import STATE_DIR
 
 from .fakes import Slow
-from .helpers import assert_complete, cli_env, make_probe_dataset, outputs, records, run_jukemir, tally, write_tones
+from .helpers import (
+    assert_complete,
+    cli_env,
+    make_probe_dataset,
+    outputs,
+    records,
+    run_jukemir,
+    tally,
+    write_tones,
+)
 
 pytestmark = pytest.mark.fault
 

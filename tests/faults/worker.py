@@ -9,4 +9,5 @@ from jukemir.representations import REGISTRY
 from .fakes import REGISTRY as FAKES
 
 REGISTRY.update(FAKES)
-raise SystemExit(main())
+if __name__ == "__main__":  # not in the worker processes that spawn starts (they import this module)
+    raise SystemExit(main())

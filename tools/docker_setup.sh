@@ -152,7 +152,7 @@ if [[ ${#todo[@]} -gt 0 ]]; then
         --change "LABEL org.opencontainers.image.description=\"local stand-in for $GPU_BASE without CUDA (tools/docker_setup.sh)\"" \
         "$work/rootfs.tar" "$tag" >/dev/null
     fi
-    say "stand-in: made $tag ($("$DOCKER" image inspect --format '{{.Size}}' "$tag" | numfmt --to=iec) )"
+    say "stand-in: made $tag ($("$DOCKER" image inspect --format '{{.Size}}' "$tag" | numfmt --to=iec))"
   done
 fi
 
@@ -165,5 +165,10 @@ for tag in "${need[@]}"; do
     say "check: $tag could not open https://pypi.org/simple/pip/ (no network, or a CA the image lacks)"
   fi
 done
-say "done: build with --build-arg BASE_IMAGE=$LOCAL_PYTHON (chroma, mfcc, choi)" \
-    "and --build-arg BASE_IMAGE=$LOCAL_CUDA (base, musicnn, clmr, jukebox)"
+for tag in "${need[@]}"; do
+  if [[ "$tag" == "$LOCAL_PYTHON" ]]; then
+    say "done: build chroma, mfcc, choi with --build-arg BASE_IMAGE=$tag (build.sh --cpu-base $tag)"
+  else
+    say "done: build base, musicnn, clmr, jukebox with --build-arg BASE_IMAGE=$tag (build.sh --gpu-base $tag)"
+  fi
+done

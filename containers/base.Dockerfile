@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # jukemir/lib: the library container. Every stage except the per-representation extraction images:
 # download, process, probe (grid-config, probe --serial or --executor ray), evaluate, report; it can
 # also extract any representation natively (weights are then fetched into the mounted cache).
@@ -8,13 +7,28 @@
 #       -v "$JUKEMIR_CACHE_DIR:/jukemir/cache" jukemir/lib
 #   docker exec -it jukemir bash reproduce/4_grid_config.sh
 #
-# Build from the repository root: docker build -f containers/base.Dockerfile -t jukemir/lib .
-# (containers/build.sh builds every image with one tag). Everything above the "base" section is the
-# same text in base, clmr, musicnn and jukebox.Dockerfile, so those images share these layers.
+# Build from the repository root (containers/build.sh builds every image with one tag):
+#   docker build -f containers/base.Dockerfile -t jukemir/lib .
+# Build arguments: containers/README.md. Everything from BASE_IMAGE down to the "base" section is
+# the same text in base, clmr, musicnn and jukebox.Dockerfile, so those images share
+# these layers; its ARG lines are the same in all seven Dockerfiles.
 
-FROM nvidia/cuda:13.0.2-base-ubuntu24.04
+# The base image: BASE_IMAGE, by default the public one below. Where no registry is reachable,
+# tools/docker_setup.sh makes a local stand-in (--build-arg BASE_IMAGE=jukemir-local/...).
+ARG BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
+FROM ${BASE_IMAGE}
 
+# torch's version, and the index of its CPU build (the CPU images' source; the GPU images take PyPI's
+# CUDA build). pip's own index options pass through to every pip install when given (unset: PyPI),
+# e.g. a build without internet: --build-arg PIP_FIND_LINKS=http://HOST:PORT/wheels/
+# --build-arg PIP_TRUSTED_HOST=HOST --build-arg TORCH_CPU_INDEX=http://HOST:PORT/simple/
+# (tools/test_images.sh). Same ARG lines, same place, in every Dockerfile.
 ARG TORCH_VERSION=2.13.0
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,7 +38,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     JUKEMIR_CACHE_DIR=/jukemir/cache \
-    NUMBA_CACHE_DIR=/tmp/numba \
+    NUMBA_CACHE_DIR=/jukemir/numba \
     MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/cache
 
@@ -46,9 +60,10 @@ RUN --mount=type=bind,source=containers/constraints.txt,target=/tmp/constraints.
 # (--user) and write to the cache
 RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
  && useradd --create-home --uid 1000 jukemir \
- && mkdir -p /jukemir/cache/models /input /output \
+ && mkdir -p /jukemir/cache/models /jukemir/numba /input /output \
  && chown jukemir:jukemir /input /output \
- && chmod 1777 /jukemir/cache /jukemir/cache/models
+ && chmod 1777 /jukemir/cache /jukemir/cache/models \
+ && chmod 777 /jukemir/numba
 WORKDIR /jukemir
 
 # ---------------------------------------------------------------- base
@@ -58,10 +73,13 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg \
  && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,target=/src,rw \
-    pip install --constraint /src/containers/constraints.txt "/src[jukebox,choi,ray]"
+    pip install --constraint /src/containers/constraints.txt "/src[ray]"
 COPY reproduce /jukemir/reproduce
 # the numbered scripts see that they run in this container (3_extract.sh then extracts natively here)
 ENV JUKEMIR_IN_DOCKER=1
 
+LABEL org.opencontainers.image.title="jukemir/lib" \
+      org.opencontainers.image.description="jukemir library container: download, process, extract, probe, evaluate, report" \
+      org.opencontainers.image.licenses="MIT"
 USER 1000:1000
 CMD ["bash"]

@@ -1,19 +1,35 @@
-# syntax=docker/dockerfile:1
-# jukemir/representations_clmr: CLMR SampleCNN features (512 floats per file, docs/fidelity/clmr.md) of every
-# file in /input, written to /output/<stem>.npy. GPU when given one (--gpus all), else CPU. The
+# jukemir/representations_clmr: CLMR SampleCNN features (512 floats per file, docs/fidelity/clmr.md)
+# of every file in /input, written to /output/<stem>.npy. GPU when given one (--gpus all), else CPU. The
 # checkpoint (a GitHub release asset with no published checksum) is downloaded at build time and its
-# sha256 recorded in the image (trust on first use).
+# sha256 recorded in the image (trust on first use): the image runs with --network none. With
+# --build-arg CLMR_WEIGHTS=first-run nothing is baked: mount a checkpoint and pass --weights, e.g.
+#   ... -v "$PWD/clmr:/weights:ro" jukemir/representations_clmr --weights /weights/checkpoint.pt
 #
 #   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD/wavs:/input:ro" -v "$PWD/out:/output" \
 #       jukemir/representations_clmr [--batch_size N --batch_idx I]
 #
-# Build from the repository root: docker build -f containers/clmr.Dockerfile -t jukemir/representations_clmr .
-# (containers/build.sh builds every image with one tag). Everything above the "clmr" section is the
-# same text in base, clmr, musicnn and jukebox.Dockerfile, so those images share these layers.
+# Build from the repository root (containers/build.sh builds every image with one tag):
+#   docker build -f containers/clmr.Dockerfile -t jukemir/representations_clmr .
+# Build arguments: containers/README.md. Everything from BASE_IMAGE down to the "clmr" section is
+# the same text in base, clmr, musicnn and jukebox.Dockerfile, so those images share
+# these layers; its ARG lines are the same in all seven Dockerfiles.
 
-FROM nvidia/cuda:13.0.2-base-ubuntu24.04
+# The base image: BASE_IMAGE, by default the public one below. Where no registry is reachable,
+# tools/docker_setup.sh makes a local stand-in (--build-arg BASE_IMAGE=jukemir-local/...).
+ARG BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
+FROM ${BASE_IMAGE}
 
+# torch's version, and the index of its CPU build (the CPU images' source; the GPU images take PyPI's
+# CUDA build). pip's own index options pass through to every pip install when given (unset: PyPI),
+# e.g. a build without internet: --build-arg PIP_FIND_LINKS=http://HOST:PORT/wheels/
+# --build-arg PIP_TRUSTED_HOST=HOST --build-arg TORCH_CPU_INDEX=http://HOST:PORT/simple/
+# (tools/test_images.sh). Same ARG lines, same place, in every Dockerfile.
 ARG TORCH_VERSION=2.13.0
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -23,7 +39,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     JUKEMIR_CACHE_DIR=/jukemir/cache \
-    NUMBA_CACHE_DIR=/tmp/numba \
+    NUMBA_CACHE_DIR=/jukemir/numba \
     MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/cache
 
@@ -45,19 +61,29 @@ RUN --mount=type=bind,source=containers/constraints.txt,target=/tmp/constraints.
 # (--user) and write to the cache
 RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
  && useradd --create-home --uid 1000 jukemir \
- && mkdir -p /jukemir/cache/models /input /output \
+ && mkdir -p /jukemir/cache/models /jukemir/numba /input /output \
  && chown jukemir:jukemir /input /output \
- && chmod 1777 /jukemir/cache /jukemir/cache/models
+ && chmod 1777 /jukemir/cache /jukemir/cache/models \
+ && chmod 777 /jukemir/numba
 WORKDIR /jukemir
 
 # ---------------------------------------------------------------- clmr
 RUN --mount=type=bind,target=/src,rw \
     pip install --constraint /src/containers/constraints.txt "/src"
-# the weights, downloaded and verified by the package's own code (baked into the image), left
-# writable for whichever uid runs the image; --build-arg JUKEMIR_MIRROR=URL tries a mirror first
+# CLMR_WEIGHTS=build: the checkpoint, downloaded by the package's own code and baked into the image,
+# left writable for whichever uid runs the image; --build-arg JUKEMIR_MIRROR=URL tries a mirror
+# first. CLMR_WEIGHTS=first-run: nothing baked (the first run without --weights downloads it).
+ARG CLMR_WEIGHTS=build
 ARG JUKEMIR_MIRROR=
-RUN python -c "from jukemir.representations import get_representation as g; g('clmr', device='cpu')" \
- && chmod -R a+rwX /jukemir/cache/models
+RUN case "$CLMR_WEIGHTS" in \
+      build) python -c "from jukemir.representations import get_representation as g; g('clmr', device='cpu')" \
+             && chmod -R a+rwX /jukemir/cache/models ;; \
+      first-run) ;; \
+      *) echo "CLMR_WEIGHTS must be build or first-run, got $CLMR_WEIGHTS" >&2; exit 1 ;; \
+    esac
 
+LABEL org.opencontainers.image.title="jukemir/representations_clmr" \
+      org.opencontainers.image.description="jukemir CLMR SampleCNN features (512-d) of every file in /input, written to /output" \
+      org.opencontainers.image.licenses="MIT"
 USER 1000:1000
 ENTRYPOINT ["jukemir", "extract", "clmr"]

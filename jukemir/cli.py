@@ -91,7 +91,13 @@ def _add_extract(sub):
     _executor_args(p)
     g = p.add_argument_group("model options (each applies to the representation named)")
     g.add_argument("--weights", default=None, help="local weights instead of the download: choi: folder of weights_layer{0..4}_theano.hdf5; musicnn: TF checkpoint folder or .npz; clmr: checkpoint; jukebox: folder with vqvae.pth.tar and prior_level_2.pth.tar; mert-v1-*: folder in the Hugging Face format; clap-music: checkpoint")
-    g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None, help="jukebox arithmetic (default: bf16; fp32 = the original's)")
+    g.add_argument("--precision", choices=["bf16", "fp16", "fp32", "tf32"], default=None,
+                   help="jukebox arithmetic (default: bf16; fp32 = the original's; tf32 = fp32 with the prior's "
+                   "products in TF32 on CUDA, see docs/fidelity/jukebox.md for its bound)")
+    g.add_argument("--fuse-mlp", action="store_true", default=None,
+                   help="jukebox, bf16/fp16 only: fold quick_gelu's scale into the MLP weights (one kernel less)")
+    g.add_argument("--torch-compile", action="store_true", default=None,
+                   help="jukebox: compile each transformer block with torch.compile (GPU; minutes to compile)")
     g.add_argument("--layers", type=_layers, default=None, help="jukebox: comma-separated block outputs, e.g. 12,24,36 (default: 36, the paper's); "
                    "mert, hf: hidden states, 0 = the transformer's input, all = every one (default: the last block)")
     g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox, mert, hf: mean over time (default), or keep the time axis")
@@ -122,7 +128,8 @@ def _executor(args):
 
 
 REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats",
-               "clmr_frame", "handcrafted_librosa", "max_seconds", "window_seconds")  # fmt: skip
+               "clmr_frame", "handcrafted_librosa", "max_seconds", "window_seconds", "fuse_mlp",
+               "torch_compile")  # fmt: skip
 
 
 CONTAINER_INPUT, CONTAINER_OUTPUT = "/input", "/output"

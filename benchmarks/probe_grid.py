@@ -54,7 +54,10 @@ import torch
 from jukemir.datasets import get_dataset
 from jukemir.probe.config import ProbeConfig
 from jukemir.probe.grid import paper_grid_cfgs
-from jukemir.probe.train import ProbeData, _make_adam, group_key, plan_groups, train_probe, train_probes
+from jukemir.probe.adam import make_adam
+from jukemir.probe.data import ProbeData
+from jukemir.probe.serial import train_probe
+from jukemir.probe.stack import plan_stacks, stack_key, train_probes
 from jukemir.representations import DIMS
 
 # (train, valid, test) examples of each dataset's probe splits (REFERENCE 6)
@@ -115,7 +118,7 @@ def capped(cfgs, steps: int, n_train: int) -> list[ProbeConfig]:
 
 
 def stack_name(cfg) -> str:
-    hidden, bs, _ = group_key(cfg)
+    hidden, bs, _ = stack_key(cfg)
     return f"{'linear' if not hidden else 'mlp' + 'x'.join(map(str, hidden))} bs{bs}"
 
 
@@ -125,7 +128,7 @@ def adam_seconds(cfg, data: ProbeData, device: str, repeats: int = 20) -> float:
     params = [torch.zeros(a * b + b, device=device) for a, b in zip(sizes, sizes[1:])]
     for p in params:
         p.grad = torch.randn_like(p)
-    opt = _make_adam([params], [cfg])
+    opt = make_adam([params], [cfg])
     opt.step()
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -160,31 +163,31 @@ def bench_size(size: str, steps: int, serial_sample: int, device: str, full: boo
     grid = paper_grid_cfgs(data.dataset, data.representation)
     cfgs = capped(grid, steps, n_train)
 
-    vec_total, vec_group = {}, {}
+    vec_total, vec_stack = {}, {}
     for precision in precisions:
-        groups = plan_groups(cfgs)
-        for group in groups:  # timed per group: the groups run one after another
+        stacks = plan_stacks(cfgs)
+        for stack in stacks:  # timed per stack: the stacks run one after another
             t0 = time.time()
-            probes = train_probes([cfgs[i] for i in group], data, device=device, progress=False, precision=precision)
-            vec_group[precision, group[0]] = time.time() - t0
+            probes = train_probes([cfgs[i] for i in stack], data, device=device, progress=False, precision=precision)
+            vec_stack[precision, stack[0]] = time.time() - t0
             assert all(p.info["steps"] == steps for p in probes)
-        vec_total[precision] = sum(vec_group[precision, g[0]] for g in groups)
+        vec_total[precision] = sum(vec_stack[precision, g[0]] for g in stacks)
 
     serial_total, per_step = 0.0, {}
     train_probe(capped(cfgs[:1], 8, n_train)[0], data, device=device)  # warm up (first-call costs are not per config)
     heads = "".join(f" {'vec ' + p:>10} {'ratio':>6}" for p in precisions)
     print(f"{'stack':>14} {'configs':>7} {'serial s/config':>16} {'serial (est.)':>14}{heads}")
-    for group in plan_groups(cfgs):
-        sample = group[:: max(1, len(group) // serial_sample)][:serial_sample]
+    for stack in plan_stacks(cfgs):
+        sample = stack[:: max(1, len(stack) // serial_sample)][:serial_sample]
         t0 = time.time()
         for i in sample:
             train_probe(cfgs[i], data, device=device)
         per_config = (time.time() - t0) / len(sample)
-        serial_total += per_config * len(group)
-        per_step[group_key(cfgs[group[0]])] = per_config / steps
-        cols = "".join(f" {vec_group[p, group[0]]:>9.1f}s {per_config * len(group) / vec_group[p, group[0]]:>5.1f}x"
+        serial_total += per_config * len(stack)
+        per_step[stack_key(cfgs[stack[0]])] = per_config / steps
+        cols = "".join(f" {vec_stack[p, stack[0]]:>9.1f}s {per_config * len(stack) / vec_stack[p, stack[0]]:>5.1f}x"
                        for p in precisions)  # fmt: skip
-        print(f"{stack_name(cfgs[group[0]]):>14} {len(group):>7} {per_config:>16.2f} {per_config * len(group):>13.1f}s{cols}")
+        print(f"{stack_name(cfgs[stack[0]]):>14} {len(stack):>7} {per_config:>16.2f} {per_config * len(stack):>13.1f}s{cols}")
     print(f"{len(cfgs)} configs x {steps} updates each (validation every 8):")
     print(f"  serial (estimated from {serial_sample} sampled configs per stack): {serial_total:8.1f} s")
     for precision in precisions:
@@ -193,9 +196,9 @@ def bench_size(size: str, steps: int, serial_sample: int, device: str, full: boo
     # A floor no trainer of these semantics can go below on this machine: every config must apply one
     # Adam update to all of its parameters per step (a dense update: the gradient of a minibatch
     # touches every weight); timed here for one config alone, its most cache-friendly case.
-    groups = plan_groups(cfgs)
-    adam = sum(adam_seconds(cfgs[g[0]], data, device) * steps * len(g) for g in groups)
-    products = sum(products_seconds(cfgs[g[0]], data, device) * steps * len(g) for g in groups)
+    stacks = plan_stacks(cfgs)
+    adam = sum(adam_seconds(cfgs[g[0]], data, device) * steps * len(g) for g in stacks)
+    products = sum(products_seconds(cfgs[g[0]], data, device) * steps * len(g) for g in stacks)
     print(f"  floor: each update's two first-layer products alone, at bf16 speed: {products:.1f} s "
           f"(<= {serial_total / products:.1f}x); the Adam updates alone (fused, one config at a time): {adam:.1f} s "
           f"(<= {serial_total / adam:.1f}x); both: {adam + products:.1f} s (<= {serial_total / (adam + products):.1f}x), "
@@ -207,7 +210,7 @@ def bench_size(size: str, steps: int, serial_sample: int, device: str, full: boo
         probes = train_probes(grid, data, device=device, progress=True, precision=precisions[-1])
         vec_full = time.time() - t0
         updates = [p.info["steps"] for p in probes]
-        serial_full = sum(per_step[group_key(c)] * p.info["steps"] for c, p in zip(grid, probes))
+        serial_full = sum(per_step[stack_key(c)] * p.info["steps"] for c, p in zip(grid, probes))
         print(f"full paper grid with early stopping ({sum(updates)} updates in all, "
               f"{min(updates)}..{max(updates)} per config):")  # fmt: skip
         print(f"  vectorised {precisions[-1]} (measured): {vec_full:8.1f} s")

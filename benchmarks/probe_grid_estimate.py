@@ -100,17 +100,17 @@ def measure_host(short: int = 32, long: int = 512, repeats: int = 3) -> dict:
 
     from jukemir.probe.config import ProbeConfig
     from jukemir.probe.grid import paper_grid_cfgs
-    from jukemir.probe.train import plan_groups, train_probes
+    from jukemir.probe.stack import plan_stacks, train_probes
 
     data = synthetic_data("gtzan", dim=8)
     n_train = len(data.uids["train"])
     cfgs = paper_grid_cfgs(data.dataset, data.representation)
     out = {}
-    for group in plan_groups(cfgs):
-        if cfgs[group[0]]["batch_size"] != 64:
+    for stack in plan_stacks(cfgs):
+        if cfgs[stack[0]]["batch_size"] != 64:
             continue
         members = [ProbeConfig({**cfgs[i], "hidden_layer_sizes": [8] if cfgs[i]["hidden_layer_sizes"] else []})
-                   for i in group]  # fmt: skip
+                   for i in stack]  # fmt: skip
         train_probes(capped(members, 8, n_train), data, device="cpu", progress=False)  # warm up
         best = {}
         for n in (short, long):
@@ -147,7 +147,7 @@ def calibrate(device: Device, updates: int = 32) -> None:
     from probe_grid import capped, synthetic_data
 
     from jukemir.probe.grid import paper_grid_cfgs
-    from jukemir.probe.train import group_key, plan_groups, train_probes
+    from jukemir.probe.stack import plan_stacks, stack_key, train_probes
 
     data = synthetic_data("gtzan")
     cfgs = capped(paper_grid_cfgs(data.dataset, data.representation), updates, len(data.uids["train"]))
@@ -156,12 +156,12 @@ def calibrate(device: Device, updates: int = 32) -> None:
           f"copy bandwidth {device.bandwidth / 1e9:.1f} GB/s")  # fmt: skip
     print(f"  {'stack':>16} {'precision':>9} {'model':>8} {'measured':>9} {'ratio':>6}")
     for precision in ("fp32", "bf16"):
-        for group in plan_groups(cfgs):
-            hidden, batch, _ = group_key(cfgs[group[0]])
+        for stack in plan_stacks(cfgs):
+            hidden, batch, _ = stack_key(cfgs[stack[0]])
             model = updates * stack_seconds(device, precision, data.num_features, data.spec.num_outputs, hidden,
-                                            batch, len(data.uids["valid"]), len(group))  # fmt: skip
+                                            batch, len(data.uids["valid"]), len(stack))  # fmt: skip
             t0 = time.time()
-            train_probes([cfgs[i] for i in group], data, device="cpu", progress=False, precision=precision)
+            train_probes([cfgs[i] for i in stack], data, device="cpu", progress=False, precision=precision)
             measured = time.time() - t0
             name = f"{'mlp512' if hidden else 'linear'} bs{batch}"
             print(f"  {name:>16} {precision:>9} {model:>7.1f}s {measured:>8.1f}s {measured / model:>5.1f}x")

@@ -9,7 +9,8 @@ Layout (the original's; docs/architecture.md), under ``$JUKEMIR_CACHE_DIR``
     probes/<dataset>/<representation>/<cfg_uid>/...       trained probes
     models/<representation>/...                           converted model weights
 
-Directories are created on demand by the functions that return them.
+:class:`Layout` builds every one of these paths (for this cache or one under
+any other root); the writers create the folders they write into.
 
 A representation's folder is named by :func:`folder_name`: valid names
 (``chroma``, ``mert-v1-95m``) are used as they are; names with a ``:``
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
@@ -76,41 +78,86 @@ def cache_dir(create: bool = True) -> Path:
     return path
 
 
-def _sub(stage: str, *names: str, create: bool = True) -> Path:
-    for name in names:
-        check_name(name)
-    path = cache_dir(create=create).joinpath(stage, *names)
+@dataclass(frozen=True)
+class Layout:
+    """Every path of a cache, under one root (the module docstring's layout).
+
+    ``Layout()`` is the cache of ``$JUKEMIR_CACHE_DIR`` (read when it is made);
+    ``Layout(root)`` is one under any folder, e.g. a test's. Every dataset,
+    model and representation name is checked as :func:`check_name` and
+    :func:`folder_name` do, so no name reaches outside its folder. The methods
+    only build paths: whoever writes creates the folders (``jukemir.io``'s
+    writers do). A layout pickles as its root, so a Ray worker reads the same
+    folders as the driver that made it.
+
+    >>> Layout("/data/cache").representations("gtzan_ff", "hf:facebook/wav2vec2-base")
+    PosixPath('/data/cache/representations/gtzan_ff/hf-facebook-wav2vec2-base-f9544348')
+    """
+
+    root: Path = None  # type: ignore[assignment]  # None: $JUKEMIR_CACHE_DIR, resolved in __post_init__
+
+    def __post_init__(self):
+        root = cache_dir(create=False) if self.root is None else Path(self.root).expanduser().resolve()
+        object.__setattr__(self, "root", root)
+
+    def _sub(self, stage: str, *names: str | None) -> Path:
+        return self.root.joinpath(stage, *(name for name in names if name))
+
+    def datasets(self, name: str | None = None) -> Path:
+        """Raw downloaded assets: ``<root>/datasets[/<name>]``."""
+        return self._sub("datasets", name and check_name(name))
+
+    def processed(self, dataset: str | None = None) -> Path:
+        """Decoded datasets: ``<root>/processed[/<dataset>]``."""
+        return self._sub("processed", dataset and check_name(dataset, "dataset"))
+
+    def meta(self, dataset: str) -> Path:
+        """A processed dataset's items: ``<root>/processed/<dataset>/meta.json``."""
+        return self.processed(check_name(dataset, "dataset")) / "meta.json"
+
+    def wav(self, dataset: str) -> Path:
+        """A processed dataset's audio: ``<root>/processed/<dataset>/wav``."""
+        return self.processed(check_name(dataset, "dataset")) / "wav"
+
+    def representations(self, dataset: str | None = None, representation: str | None = None) -> Path:
+        """Features: ``<root>/representations[/<dataset>[/<folder_name(representation)>]]``."""
+        return self._sub("representations", *self._pair(dataset, representation))
+
+    def probes(self, dataset: str | None = None, representation: str | None = None) -> Path:
+        """Trained probes: ``<root>/probes[/<dataset>[/<folder_name(representation)>]]``."""
+        return self._sub("probes", *self._pair(dataset, representation))
+
+    def run(self, cfg) -> Path:
+        """The run folder of a :class:`~jukemir.probe.config.ProbeConfig`:
+        ``<root>/probes/<dataset>/<representation>/<cfg.uid()>``."""
+        return self.probes(cfg["dataset"], cfg["representation"]) / cfg.uid()
+
+    def models(self, name: str | None = None) -> Path:
+        """Downloaded and converted model weights: ``<root>/models[/<name>]``."""
+        return self._sub("models", name and check_name(name))
+
+    def report(self) -> Path:
+        """The default report folder: ``<root>/report``."""
+        return self.root / "report"
+
+    @staticmethod
+    def _pair(dataset: str | None, representation: str | None) -> tuple:
+        if representation is not None and dataset is None:
+            raise ValueError("a representation's folder needs its dataset")
+        return (dataset and check_name(dataset, "dataset"), representation and folder_name(representation))
+
+
+def _made(path: Path, create: bool) -> Path:
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def datasets_dir(create: bool = True) -> Path:
-    """Raw downloaded assets: ``<cache>/datasets``."""
-    return _sub("datasets", create=create)
-
-
-def processed_dir(dataset: str | None = None, create: bool = True) -> Path:
-    """Processed datasets: ``<cache>/processed[/<dataset>]``."""
-    return _sub("processed", *([dataset] if dataset else []), create=create)
-
-
-def representations_dir(
-    dataset: str | None = None, representation: str | None = None, create: bool = True
-) -> Path:
-    """Features: ``<cache>/representations[/<dataset>[/<folder_name(representation)>]]``."""
-    parts = [p for p in (dataset, representation and folder_name(representation)) if p]
-    return _sub("representations", *parts, create=create)
-
-
-def probes_dir(
-    dataset: str | None = None, representation: str | None = None, create: bool = True
-) -> Path:
-    """Trained probes: ``<cache>/probes[/<dataset>[/<folder_name(representation)>]]``."""
-    parts = [p for p in (dataset, representation and folder_name(representation)) if p]
-    return _sub("probes", *parts, create=create)
+    """``Layout().datasets()``, created unless ``create=False``."""
+    return _made(Layout().datasets(), create)
 
 
 def models_dir(name: str | None = None, create: bool = True) -> Path:
-    """Downloaded and converted model weights: ``<cache>/models[/<name>]``."""
-    return _sub("models", *([name] if name else []), create=create)
+    """``Layout().models(name)``, created unless ``create=False``."""
+    return _made(Layout().models(name), create)

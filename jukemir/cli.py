@@ -140,12 +140,12 @@ def _extract_folders(args) -> tuple[str, str]:
     usage = f"jukemir extract {args.representation} INPUT_DIR OUTPUT_DIR"
     input_dir, output_dir = args.input_dir, args.output_dir
     if args.dataset is not None:
-        from . import cache
+        from .cache import Layout
 
         if input_dir is not None or output_dir is not None:
             raise UserError("give either --dataset or INPUT_DIR OUTPUT_DIR, not both")
-        return (str(cache.processed_dir(args.dataset, create=False) / "wav"),
-                str(cache.representations_dir(args.dataset, args.representation, create=False)))  # fmt: skip
+        layout = Layout()
+        return str(layout.wav(args.dataset)), str(layout.representations(args.dataset, args.representation))
     if input_dir is None:
         if not os.path.isdir(CONTAINER_INPUT):
             raise UserError(f"no INPUT_DIR given (and no {CONTAINER_INPUT}, a container's default): {usage}")
@@ -462,14 +462,15 @@ def _add_report(sub):
 
 
 def _cmd_report(args) -> int:
-    from .probe.evaluate import evaluate
+    from .io import read_json
     from .report import comparison_table, side_by_side_table, write_report
 
-    rows = evaluate(args.dataset, args.representation, split="test")
+    index = write_report(args.out, args.dataset, args.representation)  # evaluates each pair once
+    rows = read_json(index.parent / "results.json")["rows"]
     print(comparison_table(rows))
     print()
     print(side_by_side_table(rows))
-    print(f"report: {write_report(args.out, rows=rows)}")
+    print(f"report: {index}")
     return 0
 
 # ---------------------------------------------------------------- demo

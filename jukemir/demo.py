@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from . import cache
+from .cache import Layout
 
 DATASET = "synthetic"
 REPRESENTATIONS = ("chroma", "mfcc")
@@ -37,31 +37,33 @@ def run_demo(
     split) is also printed to stdout; progress goes to stderr.
     """
     from .datasets import synthetic
-    from .probe.evaluate import evaluate, results_table
+    from .probe.evaluate import evaluations, results_table
     from .probe.grid import named_grid_cfgs
     from .probe.train import train_grid
     from .representations.folder import run_folder
 
     start = time.time()
-    _say(f"[1/5] generating the synthetic key dataset into {cache.processed_dir(DATASET)}")
+    layout = Layout()
+    _say(f"[1/5] generating the synthetic key dataset into {layout.processed(DATASET)}")
     data_dir = synthetic.generate(
-        songs_per_key=songs_per_key, clips_per_song=clips_per_song, clip_seconds=clip_seconds, progress=progress
-    )
+        layout.processed(DATASET), songs_per_key=songs_per_key, clips_per_song=clips_per_song,
+        clip_seconds=clip_seconds, progress=progress,
+    )  # fmt: skip
     for i, rep in enumerate(REPRESENTATIONS):
         warm = " (the first file also loads librosa and compiles its kernels: a few seconds)" if i == 0 else ""
         _say(f"[2/5] extracting {rep}{warm}")
-        result = run_folder(rep, data_dir / "wav", cache.representations_dir(DATASET, rep), progress=progress)
+        result = run_folder(rep, layout.wav(DATASET), layout.representations(DATASET, rep), progress=progress)
         if not result.ok:
             raise RuntimeError(f"extracting {rep} failed for {len(result.failed)} file(s); see the messages above")
     for rep in REPRESENTATIONS:
         cfgs = named_grid_cfgs(DATASET, rep, grid)
         _say(f"[3/5] training {len(cfgs)} probes ({grid} grid) on {rep}")
-        summaries = train_grid(DATASET, rep, cfgs, progress=progress)
+        summaries = train_grid(DATASET, rep, cfgs, progress=progress, layout=layout)
         reused = sum(s["status"] != "trained" for s in summaries)
         if reused:
             _say(f"      {reused} of them were already trained on these features: reused")
     _say("[4/5] selecting probes on validation and evaluating on test")
-    rows = evaluate([DATASET], list(REPRESENTATIONS), split="test")
+    rows = list(evaluations([DATASET], list(REPRESENTATIONS), split="test", layout=layout))  # two small pairs
     table = results_table(rows)
     print(table, flush=True)
     report_path = None
@@ -69,12 +71,13 @@ def run_demo(
         _say("[5/5] writing the report")
         from .report import write_report
 
-        report_path = write_report(datasets=[DATASET], representations=list(REPRESENTATIONS))
+        report_path = write_report(rows=rows, layout=layout)  # from the probes and features loaded above
+    rows = [dict(row) for row in rows]
     seconds = time.time() - start
     paths = {
         "audio and meta.json": data_dir,
-        "features": cache.representations_dir(DATASET),
-        "probes": cache.probes_dir(DATASET),
+        "features": layout.representations(DATASET),
+        "probes": layout.probes(DATASET),
     }
     _say(f"\ndemo finished in {seconds:.0f} s. Outputs:")
     for what, where in paths.items():

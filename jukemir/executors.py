@@ -7,8 +7,8 @@ their outputs are identical; Ray only changes where each unit runs.
   each Ray actor builds the representation once (on a GPU when the cluster has
   them) and runs :func:`jukemir.representations.folder.run_folder` on the
   chunks it is given.
-* Probe grids are sharded over (dataset, representation, group of configs);
-  each task trains its group with the vectorised trainer and writes its run
+* Probe grids are sharded over (dataset, representation, stack of configs);
+  each task trains its stack with the vectorised trainer and writes its run
   folders.
 
 Every unit is idempotent (finished outputs are skipped, writes are atomic,

@@ -31,13 +31,14 @@ import html
 import io
 import json
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, cache
+from . import __version__
+from .cache import Layout
 from .io import atomic_write, read_json, write_json
 
 PAPER_FILE = "paper_results.json"
@@ -222,13 +223,14 @@ METRIC_NOTES = {
 }
 
 
-def metric_notes(datasets) -> list[str]:
-    """One sentence per dataset saying what its metrics measure (for the report's readers)."""
+def metric_notes(datasets, layout: Layout | None = None) -> list[str]:
+    """One sentence per dataset saying what its metrics measure (for the report's readers); an imported
+    dataset's spec is read from ``layout``."""
     from .datasets import get_dataset
 
     notes = []
     for ds in dict.fromkeys(datasets):
-        spec = get_dataset(ds)
+        spec = get_dataset(ds, layout)
         kind = "key" if spec.key_clips else spec.task
         notes.append(METRIC_NOTES[kind].format(ds=ds))
     return notes
@@ -477,8 +479,8 @@ def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def feature_provenance(dataset: str, representation: str) -> dict:
-    """What the folder runner recorded about a feature folder (``.jukemir/provenance/<stem>.json``).
+def feature_provenance(dataset: str, representation: str, layout: Layout | None = None) -> dict:
+    """What the folder runner recorded about a feature folder of ``layout`` (``.jukemir/provenance/<stem>.json``).
 
     Returns ``{"folder", "features" (number of .npy files), "with_record", "records"
     (each distinct representation/version/options/package/shape with its count), "written"
@@ -486,7 +488,7 @@ def feature_provenance(dataset: str, representation: str) -> dict:
     """
     from .representations.folder import STATE_DIR
 
-    folder = cache.representations_dir(dataset, representation, create=False)
+    folder = (layout or Layout()).representations(dataset, representation)
     counts: dict[str, int] = {}
     times = []
     for path in sorted((folder / STATE_DIR / "provenance").glob("*.json")):
@@ -506,20 +508,20 @@ def feature_provenance(dataset: str, representation: str) -> dict:
     }
 
 
-def _provenance(rows: Sequence[dict]) -> dict:
+def _provenance(rows: Sequence[dict], layout: Layout) -> dict:
     import matplotlib
     import sklearn
     import torch
 
     selected = []
     for r in rows:
-        run = cache.probes_dir(r["dataset"], r["representation"], create=False) / r["best_uid"]
+        run = layout.probes(r["dataset"], r["representation"]) / r["best_uid"]
         selected.append({
             "dataset": r["dataset"], "representation": r["representation"], "uid": r["best_uid"],
             "num_runs": r["num_runs"], "selected_by": f"validation {r['metric']}",
             "trained": _iso((run / "metrics.json").stat().st_mtime), "cfg": r["cfg"],
             "train": {k: v for k, v in (r["train"] or {}).items() if k != "valid_curve"},
-            "features": feature_provenance(r["dataset"], r["representation"]),
+            "features": feature_provenance(r["dataset"], r["representation"], layout),
         })  # fmt: skip
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -529,7 +531,7 @@ def _provenance(rows: Sequence[dict]) -> dict:
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
         "matplotlib": matplotlib.__version__,
-        "cache": str(cache.cache_dir(create=False)),
+        "cache": str(layout.root),
         "selected": selected,
     }
 
@@ -541,16 +543,21 @@ def write_report(
     out_dir: str | Path | None = None,
     datasets: Sequence[str] | None = None,
     representations: Sequence[str] | None = None,
-    rows: Sequence[dict] | None = None,
+    rows: Iterable[dict] | None = None,
+    layout: Layout | None = None,
 ) -> Path:
-    """Evaluate every trained dataset x representation (optionally filtered) and write the report.
+    """Evaluate every trained dataset x representation of ``layout`` (optionally filtered) and write the report.
 
     Args:
         out_dir: where to write ``index.html``, the PNG figures, ``summary.md``
-            and ``results.json``; default ``<cache>/report``.
+            and ``results.json``; default ``<layout root>/report``.
         datasets, representations: only these (default: all with finished runs).
-        rows: test-split rows of :func:`jukemir.probe.evaluate.evaluate` already
-            computed (then ``datasets``/``representations`` are not used).
+        rows: test-split rows already evaluated (then ``datasets`` and
+            ``representations`` are not used), read one at a time: the
+            :class:`~jukemir.probe.evaluate.Row` s of
+            :func:`~jukemir.probe.evaluate.evaluations` bring the probe and data
+            they were computed with; for plain rows (dicts) these are read from ``layout``.
+        layout: the cache whose runs, features and metadata are reported (default ``Layout()``).
 
     Returns the path of ``index.html``.
     """
@@ -558,34 +565,33 @@ def write_report(
 
     # Labels, file and dataset names are user text: never read "$...$" in them as mathematics.
     with matplotlib.rc_context({"text.parse_math": False}):
-        return _write_report(out_dir, datasets, representations, rows)
+        return _write_report(out_dir, datasets, representations, rows, layout or Layout())
 
 
-def _write_report(out_dir, datasets, representations, rows) -> Path:
+def _write_report(out_dir, datasets, representations, rows, layout: Layout) -> Path:
     from .datasets import get_dataset
-    from .probe.evaluate import evaluate, results_table
-    from .probe.train import load_probe_data, load_probe_dir
+    from .probe.data import load_probe_data
+    from .probe.evaluate import evaluations, results_table
+    from .probe.run import load_probe_dir
 
-    out = Path(out_dir) if out_dir else cache.cache_dir() / "report"
+    out = Path(out_dir) if out_dir else layout.report()
     out.mkdir(parents=True, exist_ok=True)
-    rows = list(rows) if rows is not None else evaluate(datasets, representations, split="test")
-    if any(row["split"] != "test" for row in rows):
-        raise ValueError("write_report needs rows evaluated on the test split (evaluate(..., split='test'))")
-    comps = comparison_rows(rows)
-    sections: list[tuple[str, list[tuple[str, str]]]] = [("Test metric per representation", [])]
-    for ds in dict.fromkeys(r["dataset"] for r in rows):
-        has_paper = any(c["paper"] is not None for c in comps if c["dataset"] == ds)
-        caption = f"{ds}: our test metrics (bars)" + (
-            " and the paper's (diamonds; hollow: not yet confirmed from the paper)" if has_paper else
-            " (the paper has no numbers for this dataset)"
-        )
-        sections[0][1].append((caption, _bar_chart(ds, [c for c in comps if c["dataset"] == ds], out)))
-    for row in rows:
-        spec = get_dataset(row["dataset"])
-        probe = load_probe_dir(
-            cache.probes_dir(row["dataset"], row["representation"], create=False) / row["best_uid"]
-        )
-        data = load_probe_data(row["dataset"], row["representation"], seed=probe.cfg["seed"], verbose=False)
+    if rows is None:
+        rows = evaluations(datasets, representations, split="test", layout=layout)
+    kept, pairs = [], []
+    for row in rows:  # each pair's probe and data are used here, then dropped
+        if row["split"] != "test":
+            raise ValueError("write_report needs rows evaluated on the test split (evaluate(..., split='test'))")
+        spec = get_dataset(row["dataset"], layout)
+        probe, data = getattr(row, "probe", None), getattr(row, "data", None)
+        if probe is None:
+            probe = load_probe_dir(layout.probes(row["dataset"], row["representation"]) / row["best_uid"],
+                                   layout=layout)  # fmt: skip
+        if data is None:
+            data = load_probe_data(row["dataset"], row["representation"], seed=probe.cfg["seed"], verbose=False,
+                                   layout=layout)  # fmt: skip
+        row = dict(row)
+        kept.append(row)
         pair = f"{row['dataset']} / {row['representation']}"
         what = {"multiclass": "confusion matrix", "multilabel": "ROC-AUC per tag"}.get(
             spec.task, "predicted vs true"
@@ -606,8 +612,20 @@ def _write_report(out_dir, datasets, representations, rows) -> Path:
                 _projection_figure(row, spec, data, out),
             )
         )
-        sections.append((pair, figures))
-    provenance = _provenance(rows)
+        pairs.append((pair, figures))
+        del probe, data
+    rows = kept
+    comps = comparison_rows(rows)
+    sections: list[tuple[str, list[tuple[str, str]]]] = [("Test metric per representation", [])]
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        has_paper = any(c["paper"] is not None for c in comps if c["dataset"] == ds)
+        caption = f"{ds}: our test metrics (bars)" + (
+            " and the paper's (diamonds; hollow: not yet confirmed from the paper)" if has_paper else
+            " (the paper has no numbers for this dataset)"
+        )
+        sections[0][1].append((caption, _bar_chart(ds, [c for c in comps if c["dataset"] == ds], out)))
+    sections += pairs
+    provenance = _provenance(rows, layout)
     paper = paper_results()
     summary = "\n\n".join([
         "# jukemir results", results_table(rows), "## Beside the paper", comparison_table(rows),
@@ -618,7 +636,7 @@ def _write_report(out_dir, datasets, representations, rows) -> Path:
         handle.write(summary + "\n")
     write_json(out / "results.json", {"rows": rows, "comparison": comps, "provenance": provenance})
     with atomic_write(out / "index.html", "w") as handle:
-        handle.write(_html_page(comps, sections, provenance, paper, _html_side_by_side(rows)))
+        handle.write(_html_page(comps, sections, provenance, paper, _html_side_by_side(rows), layout))
     return out / "index.html"
 
 
@@ -655,7 +673,7 @@ def _html_side_by_side(rows) -> str:
     return f"<table class='wide'><tr><th>dataset</th><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
 
-def _html_page(comps, sections, provenance, paper, wide: str) -> str:
+def _html_page(comps, sections, provenance, paper, wide: str, layout: Layout) -> str:
     e = html.escape
     body = [
         "<h1>jukemir results</h1>",
@@ -665,7 +683,7 @@ def _html_page(comps, sections, provenance, paper, wide: str) -> str:
         _html_table(comps),
         "<p>" + "<br>".join(e(n) for n in _footnotes(comps)) + f"</p><p>Paper: {e(paper['source'])}</p>",
         "<h2>What the metrics mean</h2><ul>"
-        + "".join(f"<li>{e(text)}</li>" for text in metric_notes(c["dataset"] for c in comps))
+        + "".join(f"<li>{e(text)}</li>" for text in metric_notes((c["dataset"] for c in comps), layout))
         + "</ul>",
         "<h2>Side by side with the paper's six</h2>",
         wide,

@@ -20,6 +20,7 @@ import soundfile as sf
 
 from jukemir import assets, cache
 from jukemir.assets import Asset, ChecksumError, DownloadError, UnsafeArchiveError, retrieve
+from jukemir.cache import Layout
 from jukemir.cli import main
 from jukemir.datasets import emomusic, get_dataset, giantsteps, gtzan, load_meta, magnatagatune
 from jukemir.datasets.process import compare_metadata, split_counts
@@ -254,7 +255,7 @@ def test_gtzan_verify_process_resume_and_derived(world):
     assert main(["process", "gtzan", "--verify-metadata", "--jobs", "2"]) == 0
     assert main(["process", "gtzan_ff", "--jobs", "2", "--no-progress"]) == 0
 
-    out = cache.processed_dir("gtzan_ff")
+    out = Layout().processed("gtzan_ff")
     meta = load_meta("gtzan_ff")
     assert meta == fake["expected"] and len(meta) == 8
     assert split_counts(meta) == {"train": 3, "valid": 3, "test": 2, None: 0}
@@ -337,10 +338,10 @@ def test_magnatagatune_split_zip_verify_and_process(world):
     assert split_counts(meta) == {"train": 1, "valid": 1, "test": 1, None: 2}
     assert meta["00002"]["y"] == MTT_TAGS[:50] and meta["00002"]["y_all"] == MTT_TAGS[:51]
     assert meta["00215"]["y"] is None and meta["35644"]["y"] == []
-    wavs = sorted(p.stem for p in (cache.processed_dir("magnatagatune") / "wav").iterdir())
+    wavs = sorted(p.stem for p in (Layout().processed("magnatagatune") / "wav").iterdir())
     assert wavs == ["00002", "00003", "00006"]  # split-null clips stay in meta.json, without audio
     for uid in wavs:
-        pcm, sr, info = read_wav(cache.processed_dir("magnatagatune") / "wav" / f"{uid}.wav")
+        pcm, sr, info = read_wav(Layout().processed("magnatagatune") / "wav" / f"{uid}.wav")
         assert (sr, info.channels, len(pcm)) == (16000, 1, fake["frames"][str(int(uid))])
         assert meta[uid]["clip"]["clip_duration"] == len(pcm) / 16000
     assert "clip_duration" not in meta["00215"]["clip"]
@@ -418,7 +419,7 @@ def test_emomusic_standardised_labels_artist_split_and_mono_wavs(world):
     assert split_counts(meta) == {"train": 2, "valid": 2, "test": 1, None: 0}
     assert len({tuple(r["y"]) for r in meta.values()}) == 5
     for uid, record in meta.items():
-        pcm, sr, info = read_wav(cache.processed_dir("emomusic") / "wav" / f"{uid}.wav")
+        pcm, sr, info = read_wav(Layout().processed("emomusic") / "wav" / f"{uid}.wav")
         assert (sr, info.channels, len(pcm)) == (44100, 1, fake["frames"][uid])
         peak = np.abs(pcm).max() / 32768
         assert 0.25 < peak < 0.35  # the mean of a 0.4 and a 0.2 channel
@@ -537,7 +538,7 @@ def test_giantsteps_two_hop_artist_split_and_30s_clips(world):
     ]  # fmt: skip
     assert split_counts(meta) == {"train": 2, "valid": 4, "test": 3, None: 0}
     for uid, record in meta.items():
-        pcm, sr, info = read_wav(cache.processed_dir("giantsteps_clips") / "wav" / f"{uid}.wav")
+        pcm, sr, info = read_wav(Layout().processed("giantsteps_clips") / "wav" / f"{uid}.wav")
         assert (sr, info.channels, len(pcm)) == (44100, 1, 30 * 44100)
         assert record["clip"]["clip_duration"] == 30.0
         spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
@@ -549,11 +550,11 @@ def test_process_reports_undecodable_audio_and_writes_no_meta(world):
     build_gtzan(world)
     work = cache.datasets_dir() / "gtzan" / "unpacked"
     assert main(["process", "gtzan", "--jobs", "1", "--no-progress"]) == 0
-    meta_json = cache.processed_dir("gtzan_ff") / "meta.json"
+    meta_json = Layout().processed("gtzan_ff") / "meta.json"
     meta_json.unlink()
     victim = next((work / "genres" / "jazz").glob("*.00001.wav"))
     victim.write_bytes(b"garbage")
-    for wav in (cache.processed_dir("gtzan_ff") / "wav").iterdir():
+    for wav in (Layout().processed("gtzan_ff") / "wav").iterdir():
         wav.unlink()
     from jukemir.datasets.process import process_dataset
 
@@ -576,7 +577,7 @@ def test_precomputed_download_unpack_and_reject_unsafe(world, capsys):
     )
     assert main(["download", "precomputed", "gtzan", "chroma"]) == 0
     assert "PRECOMPUTED-GTZAN_FF-CHROMA: 2 .npy files" in capsys.readouterr().out
-    folder = cache.representations_dir("gtzan_ff", "chroma")
+    folder = Layout().representations("gtzan_ff", "chroma")
     for name, array in features.items():
         np.testing.assert_array_equal(np.load(folder / name), array)
     assert main(["download", "precomputed", "gtzan_ff"]) == 0  # installed already: a no-op
@@ -755,7 +756,7 @@ def test_import_writes_the_processed_layout_and_registers_the_dataset(tmp_path, 
         "song2": "valid",
         "song3": "test",
     }
-    pcm, sr, info = read_wav(cache.processed_dir("mine") / "wav" / "song2.wav")
+    pcm, sr, info = read_wav(Layout().processed("mine") / "wav" / "song2.wav")
     assert (sr, info.channels, len(pcm)) == (16000, 1, 8000)
 
     # A random 50/25/25 split is reproducible from its seed.
@@ -792,7 +793,7 @@ def test_imported_dataset_runs_through_extract_probe_evaluate(tmp_path):
     args = ["import", "tones", "--audio", str(audio), "--labels", str(labels), "--task", "multiclass"]
     assert main(args + ["--split", "50/25/25", "--seed", "1", "--no-progress", "--jobs", "1"]) == 0
 
-    wav_dir, features = cache.processed_dir("tones") / "wav", cache.representations_dir("tones", "chroma")
+    wav_dir, features = Layout().processed("tones") / "wav", Layout().representations("tones", "chroma")
     assert main(["extract", "chroma", str(wav_dir), str(features), "--no-progress"]) == 0
     assert len(list(features.glob("*.npy"))) == 24
 

@@ -6,15 +6,17 @@ import sys
 
 import pytest
 
+from jukemir.cache import Layout
 from jukemir.datasets import load_meta, synthetic
 
 
 def test_synthetic_is_deterministic_and_split_by_song(tmp_path):
-    a = synthetic.generate(tmp_path / "a", songs_per_key=3, clips_per_song=2, clip_seconds=0.5, progress=False)
-    b = synthetic.generate(tmp_path / "b", songs_per_key=3, clips_per_song=2, clip_seconds=0.5, progress=False)
+    layout = Layout(tmp_path)
+    a = synthetic.generate(layout.processed("a"), songs_per_key=3, clips_per_song=2, clip_seconds=0.5, progress=False)
+    b = synthetic.generate(layout.processed("b"), songs_per_key=3, clips_per_song=2, clip_seconds=0.5, progress=False)
     assert sorted(p.name for p in (a / "wav").iterdir()) == sorted(p.name for p in (b / "wav").iterdir())
     assert all((a / "wav" / p.name).read_bytes() == p.read_bytes() for p in (b / "wav").iterdir())
-    meta = load_meta("a", processed_root=tmp_path)
+    meta = load_meta("a", layout)
     assert len(meta) == 24 * 3 * 2
     splits = {}
     for uid, rec in meta.items():

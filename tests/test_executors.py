@@ -88,15 +88,17 @@ def _small_dataset(root):
 
 
 def test_ray_grid_equals_local(ray_executor, tmp_path):
+    from jukemir.cache import Layout
     from jukemir.probe.grid import grid_cfgs
     from jukemir.probe.train import train_grid
 
-    _small_dataset(tmp_path)
+    here, there = Layout(tmp_path / "local"), Layout(tmp_path / "ray")
+    _small_dataset(here.root)
+    _small_dataset(there.root)
     cfgs = grid_cfgs("test", "noisy", {"hidden_layer_sizes": [[], [16]], "learning_rate": [1e-3, 1e-2],
                                        "early_stopping_boredom": [8]})  # fmt: skip
-    roots = dict(processed_root=tmp_path / "processed", representations_root=tmp_path / "representations")
-    local = train_grid("test", "noisy", cfgs, probes_root=tmp_path / "local", progress=False, **roots)
-    remote = train_grid("test", "noisy", cfgs, probes_root=tmp_path / "ray", executor=ray_executor, **roots)
+    local = train_grid("test", "noisy", cfgs, layout=here, progress=False)
+    remote = train_grid("test", "noisy", cfgs, layout=there, executor=ray_executor)
     assert [r["uid"] for r in local] == [r["uid"] for r in remote]
     assert all(r["status"] == "trained" for r in remote)
     for a, b in zip(local, remote):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from jukemir import cache
+from jukemir.cache import Layout
 from jukemir.cli import main
 from jukemir.datasets import synthetic
 from jukemir.representations import get_representation, names, representation_class
@@ -57,7 +58,7 @@ def test_folder_names_are_safe_and_deterministic():
     for bad in ("..", "a/b", "../../outside", "", "x" * 300):  # no ':': not a representation name
         with pytest.raises(ValueError, match="is not a valid name"):
             cache.folder_name(bad)
-    assert cache.representations_dir("ds", "pkg.mod:Cls", create=False).name == cache.folder_name(
+    assert Layout().representations("ds", "pkg.mod:Cls").name == cache.folder_name(
         "pkg.mod:Cls"
     )
 
@@ -79,8 +80,8 @@ def test_plugin_end_to_end(installed_plugin, tmp_path, capsys):
         assert (
             main(["extract", name, "--dataset", "synthetic", "--no-progress", "-O", "hop_length=1024"]) == 0
         )
-    by_entry = cache.representations_dir("synthetic", "chroma-stats", create=False)
-    by_class = cache.representations_dir("synthetic", MODULE_CLASS, create=False)
+    by_entry = Layout().representations("synthetic", "chroma-stats")
+    by_class = Layout().representations("synthetic", MODULE_CLASS)
     assert by_class.name == cache.folder_name(MODULE_CLASS) != MODULE_CLASS
     uids = sorted(p.stem for p in by_entry.glob("*.npy"))
     assert len(uids) == 72 and uids == sorted(p.stem for p in by_class.glob("*.npy"))

@@ -13,30 +13,28 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, r2_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from jukemir import cache
+from jukemir.cache import Layout
 from jukemir.cli import main
 from jukemir.datasets import KEYS, MTT_TOP50, get_dataset
 from jukemir.io import save_npy, write_json
 from jukemir.probe import metrics as M
 from jukemir.probe.config import ProbeConfig, load_config
+from jukemir.probe.data import load_probe_data
 from jukemir.probe.evaluate import evaluate, find_runs, results_table, select_best
 from jukemir.probe.grid import DEMO_GRID, grid_cfgs, named_grid_cfgs, paper_grid_cfgs, write_grid_configs
 from jukemir.probe.model import SimpleMLP, initial_state
-from jukemir.probe.train import (
-    Scaler,
-    load_probe,
-    load_probe_data,
-    train_grid,
-    train_probe,
-    train_probes,
-)
+from jukemir.probe.run import load_probe
+from jukemir.probe.scaler import Scaler
+from jukemir.probe.serial import train_probe
+from jukemir.probe.stack import train_probes
+from jukemir.probe.train import train_grid
 
 
 # ---------------------------------------------------------------- helpers
 def write_dataset(name, rep, items):
     """items: uid -> (split, y, feature vector); writes meta.json and the .npy files into the cache."""
-    write_json(cache.processed_dir(name) / "meta.json", {u: {"split": s, "y": y} for u, (s, y, _) in items.items()})
-    folder = cache.representations_dir(name, rep)
+    write_json(Layout().processed(name) / "meta.json", {u: {"split": s, "y": y} for u, (s, y, _) in items.items()})
+    folder = Layout().representations(name, rep)
     for uid, (_, _, x) in items.items():
         save_npy(folder / f"{uid}.npy", np.asarray(x, dtype=np.float32))
     return folder
@@ -286,7 +284,7 @@ def test_load_probe_data_order_and_errors(isolated_cache):
     i = other.uids["train"].index(expected[0])
     assert np.array_equal(other.X["train"][i], data.X["train"][0])
 
-    folder = cache.representations_dir("test", "test")
+    folder = Layout().representations("test", "test")
     (folder / "5.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"5\.npy: missing feature of train item '5'"):
         load_probe_data("test", "test")
@@ -297,9 +295,9 @@ def test_load_probe_data_order_and_errors(isolated_cache):
     with pytest.raises(ValueError, match=r"5\.npy: feature has 5 dims, .*has 4"):
         load_probe_data("test", "test")
     save_npy(folder / "5.npy", np.zeros(4, np.float32))
-    meta = json.loads((cache.processed_dir("test") / "meta.json").read_text())
+    meta = json.loads((Layout().processed("test") / "meta.json").read_text())
     meta["7"]["y"] = "9"
-    write_json(cache.processed_dir("test") / "meta.json", meta)
+    write_json(Layout().processed("test") / "meta.json", meta)
     with pytest.raises(ValueError, match="meta.json: item '7' has label '9'"):
         load_probe_data("test", "test")
     with pytest.raises(FileNotFoundError, match="no features of test/other"):
@@ -410,7 +408,7 @@ def test_vectorised_grid_agrees_with_serial(isolated_cache):
 
 def test_stack_adam_is_torch_fused_adam():
     """The vectorised trainer's Adam: torch's fused Adam arithmetic, bit for bit, also after a compaction."""
-    from jukemir.probe.train import _make_adam, _StackAdam
+    from jukemir.probe.adam import StackAdam, make_adam
 
     gen = torch.Generator().manual_seed(0)
     cfgs = [{"learning_rate": lr, "l2_weight_decay": wd} for lr in (1e-3, 1e-2) for wd in (None, 1e-3)]
@@ -424,8 +422,8 @@ def test_stack_adam_is_torch_fused_adam():
         return views
 
     ours, ref = params(), params()
-    opt = _make_adam(ours, cfgs)
-    assert isinstance(opt, _StackAdam)
+    opt = make_adam(ours, cfgs)
+    assert isinstance(opt, StackAdam)
     groups = {}
     for view, cfg in zip(ref, cfgs):
         groups.setdefault((cfg["learning_rate"], cfg["l2_weight_decay"] or 0), []).extend(view)
@@ -438,14 +436,101 @@ def test_stack_adam_is_torch_fused_adam():
             b.grad.copy_(g)
         opt.step()
         ref_opt.step()
-        if step == 2:  # drop configs 0 and 2 and carry the others' state, as _Group._compact does
+        if step == 2:  # drop configs 0 and 2 and carry the others' state, as _Stack._compact does
             keep = [1, 3]
-            opt = _make_adam([ours[i] for i in keep], [cfgs[i] for i in keep],
+            opt = make_adam([ours[i] for i in keep], [cfgs[i] for i in keep],
                              old=[(p, opt.state[p]) for i in keep for p in ours[i]])  # fmt: skip
             ours = [ours[i] for i in keep]
             ref = [ref[i] for i in keep]
         assert all(torch.equal(a, b) for a, b in zip(sum(ours, []), sum(ref, []))), step
     assert float(opt.step_count) == 6
+
+
+def _failing_kernel(monkeypatch, works_for: int):
+    """Make torch's private fused Adam kernel raise TypeError (as a changed signature would) after ``works_for``
+    calls, with the adam module's once-per-process state reset; returns the call counter."""
+    from jukemir.probe import adam
+
+    real, calls = torch._fused_adam_, [0]
+
+    def kernel(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > works_for:
+            raise TypeError("_fused_adam_() got an unexpected keyword argument 'beta1'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", kernel)
+    monkeypatch.setattr(adam, "_fused_ok", {})
+    monkeypatch.setattr(adam, "_warned", False)
+    return calls
+
+
+def test_stack_adam_fails_over_mid_update_to_torch_adam(monkeypatch):
+    """The kernel fails on the 2nd of 4 parameter groups of the 3rd update: the update is finished by
+    torch.optim.Adam, no parameter group is updated twice or skipped, moments and step counts carry over,
+    and six updates end within float32 rounding (rtol 1e-5) of torch.optim.Adam's own six."""
+    from jukemir.probe.adam import PublicAdam, StackAdam, make_adam
+
+    calls = _failing_kernel(monkeypatch, works_for=2 + 2 * 4 + 1)  # the device check, two updates, one group
+    gen = torch.Generator().manual_seed(0)
+    cfgs = [{"learning_rate": lr, "l2_weight_decay": wd} for lr in (1e-3, 1e-2) for wd in (None, 1e-3)]
+
+    def params():
+        torch.manual_seed(1)
+        views = [[torch.randn(5, 3), torch.randn(3)] for _ in cfgs]
+        for view in views:
+            for t in view:
+                t.grad = torch.zeros_like(t)
+        return views
+
+    ours, ref = params(), params()
+    opt = make_adam(ours, cfgs)
+    assert isinstance(opt, StackAdam)
+    ref_opt = PublicAdam({(c["learning_rate"], c["l2_weight_decay"] or 0): v for c, v in zip(cfgs, ref)})
+
+    def six_updates():
+        for _ in range(6):
+            for a, b in zip(sum(ours, []), sum(ref, [])):
+                g = torch.randn(a.shape, generator=gen)
+                a.grad.copy_(g)
+                b.grad.copy_(g)
+            opt.step()
+            ref_opt.step()
+
+    with pytest.warns(RuntimeWarning, match="fused Adam kernel failed on cpu .*TypeError.*torch.optim.Adam"):
+        six_updates()
+    assert calls[0] == 2 + 2 * 4 + 2 and opt.fallback is not None  # the kernel was not called after it failed
+    for a, b in zip(sum(ours, []), sum(ref, [])):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8), (a, b)
+        assert float(opt.state[a]["step"]) == float(ref_opt.state[b]["step"]) == 6
+        for moment in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(opt.state[a][moment], ref_opt.state[b][moment], rtol=1e-5, atol=1e-12)
+    assert isinstance(make_adam(ours, cfgs), PublicAdam)  # later stacks on this device do not try it again
+
+
+@pytest.mark.parametrize("works_for", [0, 40], ids=["from-the-start", "mid-run"])
+def test_grid_trains_on_when_fused_adam_fails(isolated_cache, monkeypatch, works_for):
+    """Whatever the private kernel does wrong (here it raises from its first call, or after 40 calls: the device
+    check and 19 updates of the first stack), the stacked trainer goes on with torch.optim.Adam and warns once.
+    The results stay
+    within the vectorised-vs-serial tolerances (test_vectorised_grid_agrees_with_serial) of the fused run: here
+    for every config, dropout or not, since both runs draw the same minibatches and dropout noise: validation
+    and test accuracy within 0.02, and the configs picked on validation within 0.05 on test."""
+    data, cfgs = _blobs_grid()
+    fused = train_probes(cfgs, data, device="cpu", progress=False)
+    calls = _failing_kernel(monkeypatch, works_for)
+    with pytest.warns(RuntimeWarning) as record:
+        public = train_probes(cfgs, data, device="cpu", progress=False)
+    assert [str(w.message).count("fused Adam kernel failed") for w in record] == [1]
+    assert calls[0] == works_for + 1  # it was tried, and never again after its failure
+    acc = {name: [(p.evaluate(data, "valid")["accuracy"], p.evaluate(data, "test")["accuracy"]) for p in probes]
+           for name, probes in (("fused", fused), ("public", public))}  # fmt: skip
+    for cfg, a, b in zip(cfgs, acc["fused"], acc["public"]):
+        assert abs(a[0] - b[0]) <= 0.02 and abs(a[1] - b[1]) <= 0.02, (cfg, a, b)
+    best = {name: max(range(len(cfgs)), key=lambda i: (acc[name][i][0], -i)) for name in acc}
+    assert abs(acc["fused"][best["fused"]][1] - acc["public"][best["public"]][1]) <= 0.05
+    # the fallback really took over: torch.optim.Adam's rounding differs from the kernel's somewhere
+    assert any(not torch.equal(p.model.output.weight, q.model.output.weight) for p, q in zip(fused, public))
 
 
 def _blobs_grid():
@@ -481,19 +566,19 @@ def test_bf16_grid_agrees_with_fp32(isolated_cache):
 
 
 def test_splitting_a_stack_changes_nothing(isolated_cache, monkeypatch):
-    """On CPU in bf16 a group is trained as several smaller stacks; each config's run is the same either way."""
-    from jukemir.probe import train as train_module
+    """On CPU in bf16 a stack is trained as several smaller stacks; each config's run is the same either way."""
+    from jukemir.probe import stack as stack_module
 
     data, cfgs = _blobs_grid()
     cfgs = [c for c in cfgs if c["hidden_layer_sizes"]]
-    monkeypatch.setattr(train_module, "CPU_STACK_PARAMS", 3 * (25 * 32 + 33 * 10))  # three configs per stack
+    monkeypatch.setattr(stack_module, "CPU_STACK_PARAMS", 3 * (25 * 32 + 33 * 10))  # three configs per stack
     fp32 = train_probes(cfgs, data, device="cpu", progress=False)
-    assert {p.info["group_size"] for p in fp32} == {len(cfgs)}  # fp32 stacks are never split
+    assert {p.info["stack_size"] for p in fp32} == {len(cfgs)}  # fp32 stacks are never split
     split = train_probes(cfgs, data, device="cpu", progress=False, precision="bf16")
-    monkeypatch.setattr(train_module, "CPU_STACK_PARAMS", 10**12)
+    monkeypatch.setattr(stack_module, "CPU_STACK_PARAMS", 10**12)
     whole = train_probes(cfgs, data, device="cpu", progress=False, precision="bf16")
-    assert {p.info["group_size"] for p in whole} == {len(cfgs)}
-    assert sorted(p.info["group_size"] for p in split) == [2] * 2 + [3] * 6
+    assert {p.info["stack_size"] for p in whole} == {len(cfgs)}
+    assert sorted(p.info["stack_size"] for p in split) == [2] * 2 + [3] * 6
     for a, b in zip(whole, split):
         assert a.info["steps"] == b.info["steps"] and a.info["best_step"] == b.info["best_step"]
         sa, sb = a.model.state_dict(), b.model.state_dict()

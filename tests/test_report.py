@@ -1,12 +1,13 @@
 """The report: every figure referenced and a real PNG, the expected rows, the paper's numbers marked."""
 
 import json
+import os
 import re
 
 import numpy as np
 import pytest
 
-from jukemir import cache
+from jukemir.cache import Layout
 from jukemir.cli import main
 from jukemir.datasets import MTT_TOP50, synthetic
 from jukemir.io import save_npy, write_json
@@ -43,7 +44,7 @@ def table_rows(page):
 def trained_synthetic():
     data = synthetic.generate(songs_per_key=3, clips_per_song=2, clip_seconds=1.5, progress=False)
     for rep in ("chroma", "mfcc"):
-        assert run_folder(rep, data / "wav", cache.representations_dir("synthetic", rep), progress=False).ok
+        assert run_folder(rep, data / "wav", Layout().representations("synthetic", rep), progress=False).ok
         train_grid("synthetic", rep, grid_cfgs("synthetic", rep, TINY_GRID), progress=False)
 
 
@@ -82,8 +83,8 @@ def fake_dataset(name, rep, n_per_split, make_item, seed):
         for j in range(n):
             x, y = make_item(rng, split, j)
             meta[f"{split}{j:03d}"] = {"split": split, "y": y}
-            save_npy(cache.representations_dir(name, rep) / f"{split}{j:03d}.npy", x.astype(np.float32))
-    write_json(cache.processed_dir(name) / "meta.json", meta)
+            save_npy(Layout().representations(name, rep) / f"{split}{j:03d}.npy", x.astype(np.float32))
+    write_json(Layout().processed(name) / "meta.json", meta)
 
 
 def test_report_multilabel_regression_and_cli(tmp_path, capsys):
@@ -131,6 +132,86 @@ def test_report_multilabel_regression_and_cli(tmp_path, capsys):
     assert (
         "| magnatagatune | auc_roc | mfcc |" in printed and "86.1*" in printed
     )  # the table jukemir report prints
+
+
+def _imported_pair(layout, seed, labels, dim):
+    """An imported 3-class dataset ``mine`` x representation ``hf:org/feat`` in ``layout``: dataset.json (the
+    spec, read from the layout like any imported dataset's), meta.json and ``dim``-d features of 90 items."""
+    rng = np.random.default_rng(seed)
+    spec = {"name": "mine", "task": "multiclass", "labels": labels, "num_outputs": 3, "primary": "accuracy"}
+    write_json(layout.processed("mine") / "dataset.json", spec)
+    meta = {}
+    for i in range(90):
+        y = i % 3
+        meta[f"u{i:03d}"] = {"split": ["train", "train", "train", "valid", "test"][i % 5], "y": labels[y]}
+        x = 2 * np.eye(3, dim)[y] + 0.5 * rng.standard_normal(dim)
+        save_npy(layout.representations("mine", "hf:org/feat") / f"u{i:03d}.npy", x.astype(np.float32))
+    write_json(layout.meta("mine"), meta)
+
+
+_WATCHED = {"root": None, "seen": []}  # an audit hook (installed once) records what is opened or listed there
+
+
+def _audit(event, args):
+    root = _WATCHED["root"]
+    if root is not None and event in ("open", "os.scandir", "os.listdir", "glob.glob") and args:
+        path = args[0]
+        if isinstance(path, (str, os.PathLike)) and (os.fspath(path) + os.sep).startswith(root + os.sep):
+            _WATCHED["seen"].append((event, os.fspath(path)))
+
+
+def test_evaluate_and_report_on_another_layout_read_nothing_of_the_default_cache(isolated_cache, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    """train_grid, evaluate and write_report given ``layout=Layout(elsewhere)`` read and write only there.
+
+    The default cache ($JUKEMIR_CACHE_DIR) holds a decoy of the same pair (other labels, 5-d features, one
+    run of another config), so that reading any of it would change the rows or fail; and an audit hook
+    records every file opened and folder listed under it while evaluating and reporting: none may be. The
+    report draws its figures from the probes and features the evaluation loaded (``evaluations`` rows; reading
+    them again is made to fail) and its provenance names the other cache.
+    """
+    import sys
+
+    from jukemir.probe import data as data_module
+    from jukemir.probe import run as run_module
+    from jukemir.probe.evaluate import evaluate, evaluations
+
+    _imported_pair(Layout(), seed=1, labels=["x", "y", "z"], dim=5)
+    train_grid("mine", "hf:org/feat", grid_cfgs("mine", "hf:org/feat", {"learning_rate": [1e-2],
+                                                                      "early_stopping_boredom": [4]}),
+               progress=False)  # fmt: skip
+    other = Layout(tmp_path / "elsewhere")
+    _imported_pair(other, seed=0, labels=["a", "b", "c"], dim=8)
+    train_grid("mine", "hf:org/feat", grid_cfgs("mine", "hf:org/feat", TINY_GRID), layout=other, progress=False)
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in isolated_cache.rglob("*"))
+
+    if not getattr(sys.modules[__name__], "_audit_installed", False):
+        sys.addaudithook(_audit)
+        globals()["_audit_installed"] = True
+    _WATCHED.update(root=str(isolated_cache), seen=[])
+    try:
+        rows = evaluate(layout=other)
+        index = write_report(tmp_path / "report", layout=other)
+        loaded = list(evaluations(layout=other))
+        with monkeypatch.context() as m:
+            for module, name in ((run_module, "load_probe_dir"), (data_module, "load_probe_data")):
+                m.setattr(module, name, lambda *a, **k: pytest.fail("the report read again what evaluate loaded"))
+            again = write_report(tmp_path / "again", rows=loaded, layout=other)
+    finally:
+        _WATCHED["root"] = None
+    assert _WATCHED["seen"] == []
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in isolated_cache.rglob("*")) == before
+
+    assert [(r["dataset"], r["representation"], r["num_runs"]) for r in rows] == [("mine", "hf-org-feat-dc8ec913", 2)]
+    assert rows[0]["cfg"]["learning_rate"] in TINY_GRID["learning_rate"] and rows[0]["test"]["accuracy"] > 0.5
+    for page in (index, again):
+        results = json.loads((page.parent / "results.json").read_text())
+        assert results["rows"] == json.loads(json.dumps(rows))
+        provenance = results["provenance"]
+        assert provenance["cache"] == str(other.root)
+        features = provenance["selected"][0]["features"]
+        assert features["folder"] == str(other.representations("mine", "hf:org/feat")) and features["features"] == 90
+        check_figures(page)
 
 
 def test_paper_numbers_one_file_with_unconfirmed_marked():

@@ -11,9 +11,8 @@ from which :func:`get_dataset` learns their task and labels.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from .. import cache
+from ..cache import Layout
 from ..errors import NotFoundError, UserError
 from ..io import read_json
 
@@ -94,13 +93,12 @@ BUILTIN: dict[str, DatasetSpec] = {
 SPEC_FILE = "dataset.json"
 
 
-def get_dataset(name: str, processed_root: str | Path | None = None) -> DatasetSpec:
-    """Return the spec of ``name``: a built-in, or one imported into ``processed/<name>/``."""
+def get_dataset(name: str, layout: Layout | None = None) -> DatasetSpec:
+    """Return the spec of ``name``: a built-in, or one imported into ``processed/<name>/`` of ``layout``
+    (default ``Layout()``)."""
     if name in BUILTIN:
         return BUILTIN[name]
-    cache.check_name(name, "dataset")
-    root = Path(processed_root) if processed_root else cache.processed_dir(create=False)
-    spec_path = root / name / SPEC_FILE
+    spec_path = (layout or Layout()).processed(name) / SPEC_FILE
     if spec_path.exists():
         fields = read_json(spec_path)
         try:
@@ -122,16 +120,9 @@ def is_file_name(uid) -> bool:
     )
 
 
-def meta_path(name: str, processed_root: str | Path | None = None) -> Path:
-    """Path of ``processed/<name>/meta.json``."""
-    cache.check_name(name, "dataset")
-    root = Path(processed_root) if processed_root else cache.processed_dir(create=False)
-    return root / name / "meta.json"
-
-
-def load_meta(name: str, processed_root: str | Path | None = None) -> dict:
-    """Read ``processed/<name>/meta.json`` (uid -> record); a clear error when it is missing."""
-    path = meta_path(name, processed_root)
+def load_meta(name: str, layout: Layout | None = None) -> dict:
+    """Read ``processed/<name>/meta.json`` of ``layout`` (uid -> record); a clear error when it is missing."""
+    path = (layout or Layout()).meta(name)
     if not path.exists():
         raise NotFoundError(f"{path}: no meta.json for dataset {name!r}; process or generate it first")
     meta = read_json(path)
@@ -149,5 +140,5 @@ def load_meta(name: str, processed_root: str | Path | None = None) -> dict:
 
 __all__ = [
     "DatasetSpec", "BUILTIN", "TASKS", "SPLITS", "KEYS", "GTZAN_GENRES", "MTT_TOP50",
-    "get_dataset", "load_meta", "meta_path",
+    "get_dataset", "load_meta",
 ]  # fmt: skip

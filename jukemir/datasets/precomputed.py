@@ -12,8 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .. import cache
 from ..assets import Asset, archive_members, assets_for
+from ..cache import Layout
 from ..errors import UserError
 from ..io import atomic_write, read_json, write_json
 from .process import MODULES, canonical_name, fetch
@@ -57,7 +57,7 @@ def install_precomputed(asset: Asset, tarball: str | Path) -> tuple[Path, int]:
     records the tarball's checksum, so installing it again is a no-op. Returns
     ``(folder, number of .npy files)``.
     """
-    target = cache.representations_dir(*_parts(asset))
+    target = Layout().representations(*_parts(asset))
     marker = target / MARKER
     if marker.exists():
         done = read_json(marker)

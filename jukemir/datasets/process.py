@@ -53,6 +53,7 @@ import numpy as np
 from .. import cache
 from ..assets import Asset, DownloadError, file_checksum, get_asset, retrieve_many
 from ..audio import AudioError, audio_info, load_audio
+from ..cache import Layout
 from ..errors import UserError
 from ..io import DiskFullError, FileLock, atomic_write, read_json, remove_stale_temporaries, write_json
 from ..workers import imap_in_pool
@@ -124,7 +125,7 @@ def dataset_module(name: str) -> ModuleType:
 
 def work_dir(name: str) -> Path:
     """Where a benchmark's archives are unpacked: ``<cache>/datasets/<module>/unpacked`` (kept between runs)."""
-    return cache.datasets_dir() / MODULES[canonical_name(name)] / "unpacked"
+    return Layout().datasets(MODULES[canonical_name(name)]) / "unpacked"
 
 
 def asset_path(tag: str) -> Path:
@@ -163,7 +164,7 @@ def install_metadata(names: Iterable[str] = MODULES, *, mirror: str | None = Non
     """
     written = []
     for name in names:
-        path = cache.processed_dir(canonical_name(name)) / "meta.json"
+        path = Layout().meta(canonical_name(name))
         if not path.exists():
             write_json(path, canonical_metadata(name, mirror=mirror))
             written.append(path)
@@ -333,7 +334,7 @@ def write_processed(
     run in which every file converted; WAVs of items no longer listed are then
     removed.
     """
-    out = Path(out_dir) if out_dir is not None else cache.processed_dir(name)
+    out = Path(out_dir) if out_dir is not None else Layout().processed(name)
     with FileLock(out / ".lock", waiting=f"{out}: another process is writing this dataset; waiting"):
         return _write_processed(name, meta, sources, out, jobs, progress, overwrite, spec)
 

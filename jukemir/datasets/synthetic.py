@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cache
+from ..cache import Layout
 from ..errors import UserError
 from ..io import json_bytes, write_if_changed
 from . import KEYS
@@ -112,7 +112,7 @@ def generate(
 
     if songs_per_key < 3:
         raise UserError(f"songs_per_key must be >= 3 (train, valid and test songs per key), got {songs_per_key}")
-    out_dir = Path(out_dir) if out_dir else cache.processed_dir("synthetic")
+    out_dir = Path(out_dir) if out_dir else Layout().processed("synthetic")
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -8,14 +8,27 @@ run the filesystem listed first) and the data folders given are honoured.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Sequence
 
-from .. import cache
+from ..cache import Layout, folder_name
 from ..datasets import SPLITS, get_dataset
 from ..errors import NotFoundError, UserError
 from ..io import read_json, write_json
-from .train import load_probe_data, load_probe_dir, run_features
+from .data import ProbeData, load_probe_data
+from .run import Probe, load_probe_dir, run_features
+
+
+class Row(dict):
+    """A row of :func:`evaluate` (a JSON-able dict), which also keeps what was loaded to compute it:
+    ``probe`` (the selected :class:`~jukemir.probe.run.Probe`), ``data`` (the
+    :class:`~jukemir.probe.data.ProbeData` it was evaluated on) and ``run`` (its
+    run folder), so that the report draws its figures from them instead of
+    reading them again."""
+
+    def __init__(self, fields: dict, probe: Probe, data: ProbeData, run: Path):
+        super().__init__(fields)
+        self.probe, self.data, self.run = probe, data, run
 
 
 def headline_metrics(spec) -> list[str]:
@@ -29,10 +42,9 @@ def headline_metrics(spec) -> list[str]:
     return [f"{name}_r2" for name in spec.output_names] if spec.output_names else ["r2"]
 
 
-def find_runs(dataset: str, representation: str, root: str | Path | None = None) -> list[Path]:
+def find_runs(dataset: str, representation: str, layout: Layout | None = None) -> list[Path]:
     """Finished run folders (those with metrics.json) of a dataset x representation, sorted by uid."""
-    root = Path(root) if root is not None else cache.probes_dir(create=False)
-    folder = root / dataset / cache.folder_name(representation)
+    folder = (layout or Layout()).probes(dataset, representation)
     return sorted((p.parent for p in folder.glob("*/metrics.json")), key=lambda p: p.name)
 
 
@@ -57,13 +69,12 @@ def select_best(run_dirs: Sequence[Path], metric: str = "primary") -> tuple[Path
 
 
 def discover_pairs(datasets: Sequence[str] | None = None, representations: Sequence[str] | None = None,
-                   root: str | Path | None = None) -> list[tuple[str, str]]:  # fmt: skip
+                   layout: Layout | None = None) -> list[tuple[str, str]]:  # fmt: skip
     """(dataset, representation folder name) pairs that have at least one finished run, sorted."""
-    root = Path(root) if root is not None else cache.probes_dir(create=False)
     if representations is not None:
-        representations = [cache.folder_name(r) for r in representations]
+        representations = [folder_name(r) for r in representations]
     pairs = set()
-    for metrics in root.glob("*/*/*/metrics.json"):
+    for metrics in (layout or Layout()).probes().glob("*/*/*/metrics.json"):
         ds, rep = metrics.parts[-4], metrics.parts[-3]
         if (datasets is None or ds in datasets) and (representations is None or rep in representations):
             pairs.add((ds, rep))
@@ -78,37 +89,35 @@ def evaluate_pair(
     expected_num_runs: int | None = None,
     nonfinite: str = "replace",
     device=None,
-    probes_root: str | Path | None = None,
-    processed_root: str | Path | None = None,
-    representations_root: str | Path | None = None,
-) -> dict:
+    layout: Layout | None = None,
+) -> Row:
     """Select the best run on validation ``metric`` and evaluate it on ``split``.
 
-    Returns a row: ``dataset``, ``representation``, ``task``, ``primary``,
+    Returns a :class:`Row`: ``dataset``, ``representation``, ``task``, ``primary``,
     ``metric`` (the selection metric), ``num_runs``, ``best_uid``, ``cfg``,
     ``train`` (how that run trained), ``split``, ``valid`` (its validation
-    metrics) and ``<split>`` (its metrics on ``split``).
+    metrics) and ``<split>`` (its metrics on ``split``). Runs, features and
+    metadata are read from ``layout`` (default ``Layout()``).
     """
     if split not in SPLITS:
         raise UserError(f"split must be one of {SPLITS}, got {split!r}")
-    root = Path(probes_root) if probes_root is not None else cache.probes_dir(create=False)
-    runs = find_runs(dataset, representation, root)
+    layout = layout or Layout()
+    runs = find_runs(dataset, representation, layout)
     if not runs:
-        raise NotFoundError(f"{root / dataset / cache.folder_name(representation)}: no finished probe runs; "
+        raise NotFoundError(f"{layout.probes(dataset, representation)}: no finished probe runs; "
                             "run `jukemir probe` first")  # fmt: skip
     if expected_num_runs is not None and len(runs) != expected_num_runs:
         raise UserError(f"{runs[0].parent}: {len(runs)} finished runs, expected {expected_num_runs}")
     best_dir, valid = select_best(runs, metric)
-    probe = load_probe_dir(best_dir, device=device)
-    data = load_probe_data(dataset, representation, seed=probe.cfg["seed"], nonfinite=nonfinite,
-                           processed_root=processed_root, representations_root=representations_root)  # fmt: skip
+    probe = load_probe_dir(best_dir, device=device, layout=layout)
+    data = load_probe_data(dataset, representation, seed=probe.cfg["seed"], nonfinite=nonfinite, layout=layout)
     if run_features(best_dir) not in (None, data.fingerprint):
         raise UserError(f"{best_dir}: trained on other features or metadata than those of {dataset}/{representation} "
                          f"now; run `jukemir probe {dataset} {representation}` again to retrain stale runs")  # fmt: skip
-    spec = get_dataset(dataset, processed_root)
-    return {
+    spec = get_dataset(dataset, layout)
+    fields = {
         "dataset": dataset,
-        "representation": cache.folder_name(representation),
+        "representation": folder_name(representation),
         "task": spec.task,
         "primary": spec.primary,
         "headline": headline_metrics(spec),
@@ -121,6 +130,30 @@ def evaluate_pair(
         "valid": valid,
         split: probe.evaluate(data, split),
     }
+    return Row(fields, probe, data, best_dir)
+
+
+def evaluations(
+    datasets: Sequence[str] | None = None,
+    representations: Sequence[str] | None = None,
+    split: str = "test",
+    metric: str = "primary",
+    layout: Layout | None = None,
+    **kwargs,
+) -> Iterator[Row]:
+    """:func:`evaluate_pair` for every dataset x representation with runs in ``layout`` (optionally
+    filtered), one at a time, sorted by dataset then representation.
+
+    Each :class:`Row` keeps its probe and data until it is dropped, so that
+    whoever reads them (the report) holds one pair's features at a time. Other
+    keyword arguments go to :func:`evaluate_pair`.
+    """
+    layout = layout or Layout()
+    pairs = discover_pairs(datasets, representations, layout)
+    if not pairs:
+        raise NotFoundError(f"{layout.probes()}: no finished probe runs for the datasets/representations asked for")
+    for ds, rep in pairs:
+        yield evaluate_pair(ds, rep, split=split, metric=metric, layout=layout, **kwargs)
 
 
 def evaluate(
@@ -131,17 +164,11 @@ def evaluate(
     out: str | Path | None = None,
     **kwargs,
 ) -> list[dict]:
-    """:func:`evaluate_pair` for every dataset x representation with runs (optionally filtered).
+    """The rows of :func:`evaluations` as plain dicts (``out``: also write them there as JSON).
 
-    ``out``: also write the rows as JSON there. Other keyword arguments go to
-    :func:`evaluate_pair`. Returns the rows, sorted by dataset then representation.
+    Keyword arguments (``layout``, ``device``, ...) go to :func:`evaluations`.
     """
-    root = kwargs.get("probes_root")
-    pairs = discover_pairs(datasets, representations, root)
-    if not pairs:
-        where = Path(root) if root is not None else cache.probes_dir(create=False)
-        raise NotFoundError(f"{where}: no finished probe runs for the datasets/representations asked for")
-    rows = [evaluate_pair(ds, rep, split=split, metric=metric, **kwargs) for ds, rep in pairs]
+    rows = [dict(row) for row in evaluations(datasets, representations, split=split, metric=metric, **kwargs)]
     if out is not None:
         write_json(out, rows)
     return rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from .. import cache
+from ..cache import Layout
 from ..errors import UserError
 from ..io import write_json
 from .config import ProbeConfig
@@ -64,8 +64,8 @@ def paper_grid_cfgs(dataset: str, representation: str) -> list[ProbeConfig]:
 
 
 def write_grid_configs(cfgs, root: str | Path | None = None) -> list[Path]:
-    """Write each config to ``<root>/<dataset>/<representation>/<uid>.json`` (root: the cache's probes/)."""
-    root = Path(root) if root is not None else cache.probes_dir()
+    """Write each config to ``<root>/<dataset>/<representation>/<uid>.json`` (root: ``Layout().probes()``)."""
+    root = Path(root) if root is not None else Layout().probes()
     paths = []
     for cfg in cfgs:
         cfg = ProbeConfig(cfg)

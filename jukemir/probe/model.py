@@ -43,10 +43,6 @@ class SimpleMLP(nn.Module):
             x = self.dropout(F.relu(getattr(self, f"hidden_{i}")(x)))
         return self.output(x)
 
-    def linears(self) -> list[nn.Linear]:
-        """The linear layers in forward order (hidden layers, then output)."""
-        return [getattr(self, f"hidden_{i}") for i in range(self.num_layers)] + [self.output]
-
 
 def initial_state(num_features: int, hidden_layer_sizes, num_outputs: int, seed: int | None) -> dict:
     """The state_dict a run with ``seed`` starts from; a seeded call leaves the global torch RNG alone.

@@ -179,18 +179,18 @@ def run_forked(fn, crash_at: int | None = None) -> tuple[bool, int]:
 
 def make_probe_dataset(name: str = "faulty", representation: str = "slow", n: int = 60, seed: int = 0) -> Path:
     """A small multiclass dataset in the cache: 3 classes, 8-d features, splits 3:1:1. Returns the feature folder."""
-    from jukemir import cache
+    from jukemir.cache import Layout
     from jukemir.io import save_npy, write_json
 
     rng = np.random.default_rng(seed)
     spec = {"name": name, "task": "multiclass", "labels": ["a", "b", "c"], "num_outputs": 3, "primary": "accuracy"}
-    write_json(cache.processed_dir(name) / "dataset.json", spec)
-    meta, folder = {}, cache.representations_dir(name, representation)
+    write_json(Layout().processed(name) / "dataset.json", spec)
+    meta, folder = {}, Layout().representations(name, representation)
     for i in range(n):
         y = i % 3
         meta[f"u{i:03d}"] = {"split": ["train", "train", "train", "valid", "test"][i % 5], "y": "abc"[y]}
         save_npy(folder / f"u{i:03d}.npy", (np.eye(3, 8)[y] + 0.8 * rng.standard_normal(8)).astype(np.float32))
-    write_json(cache.processed_dir(name) / "meta.json", meta)
+    write_json(Layout().processed(name) / "meta.json", meta)
     return folder
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jukemir import cache
 from jukemir.audio import AudioError, load_audio
+from jukemir.cache import Layout
 from jukemir.cli import main
 from jukemir.io import save_npy, write_json
 from jukemir.representations.folder import STATE_DIR
@@ -168,7 +168,7 @@ def _probe_error(capsys, *argv) -> str:
 
 
 def test_probe_bad_features_and_meta(dataset, capsys, tmp_path):
-    from jukemir.probe.train import load_probe_data
+    from jukemir.probe.data import load_probe_data
 
     load_probe_data("faulty", "slow")  # the dataset itself is fine
     args = ("probe", "faulty", "slow", "--grid", "demo", "--no-progress")
@@ -183,7 +183,7 @@ def test_probe_bad_features_and_meta(dataset, capsys, tmp_path):
     line = _probe_error(capsys, *args)
     assert "u001.npy: missing feature" in line and "does meta.json match the features?" in line
     (dataset / "u001.npy").write_bytes(good)
-    meta_file = cache.processed_dir("faulty") / "meta.json"
+    meta_file = Layout().processed("faulty") / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta_file.write_text(json.dumps(meta)[:-10])
     assert f"{meta_file}: not valid JSON" in _probe_error(capsys, *args)
@@ -195,7 +195,7 @@ def test_probe_bad_features_and_meta(dataset, capsys, tmp_path):
     save_npy(dataset / "u002.npy", np.full(8, np.nan, np.float32))
     line = _probe_error(capsys, *args, "--nonfinite", "error")
     assert "u002.npy: 8 non-finite feature values" in line
-    spec_file = cache.processed_dir("faulty") / "dataset.json"
+    spec_file = Layout().processed("faulty") / "dataset.json"
     spec = json.loads(spec_file.read_text())
     write_json(spec_file, dict(spec, metric="accuracy"))
     assert f"{spec_file}: not a dataset spec" in _probe_error(capsys, *args)
@@ -310,8 +310,8 @@ def test_labels_are_user_text(tmp_path):
     assert main(["import", "odd", "--audio", str(audio), "--labels", str(csv), "--task", "multiclass",
                  "--split", "50/25/25", "--no-progress", "--jobs", "1"]) == 0  # fmt: skip
     assert sorted(get_dataset("odd").labels) == sorted(labels)  # four classes, not five
-    wavs = cache.processed_dir("odd") / "wav"
-    assert main(["extract", "mfcc", str(wavs), str(cache.representations_dir("odd", "mfcc")), "--no-progress"]) == 0
+    wavs = Layout().processed("odd") / "wav"
+    assert main(["extract", "mfcc", str(wavs), str(Layout().representations("odd", "mfcc")), "--no-progress"]) == 0
     train_grid("odd", "mfcc", grid_cfgs("odd", "mfcc", {"early_stopping_boredom": [4]}), progress=False)
     page = write_report(tmp_path / "report", datasets=["odd"]).read_text()
     assert "<b>&amp;" not in page  # every label is escaped where the page shows it
@@ -391,7 +391,7 @@ def test_bad_feature_files_are_refused_by_name(tmp_path, capsys, make, message):
 def test_corrupt_probe_run_files_are_one_line(tmp_path, capsys, name, data, message):
     make_probe_dataset("runs", "slow", n=30)
     assert main(["probe", "runs", "slow", "--config", *_one_config(tmp_path), "--no-progress"]) == 0
-    (run,) = [p for p in cache.probes_dir("runs", "slow").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (run,) = [p for p in Layout().probes("runs", "slow").iterdir() if p.is_dir() and not p.name.startswith(".")]
     (run / name).write_bytes(data)
     capsys.readouterr()
     assert main(["evaluate", "--dataset", "runs"]) == 2
@@ -409,7 +409,7 @@ def _one_config(tmp_path):
 
 def test_malformed_meta_json_is_one_line(tmp_path, capsys):
     make_probe_dataset("meta", "slow", n=20)
-    meta_file = cache.processed_dir("meta") / "meta.json"
+    meta_file = Layout().processed("meta") / "meta.json"
     for text, message in [
         ('{"../../etc/passwd": {"split": "train", "y": "a"}}', "cannot name a file"),
         ('{"u1": {"split": "train"}}', "has no 'y'"),

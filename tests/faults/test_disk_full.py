@@ -148,7 +148,7 @@ def test_file_size_limit(corpus, tmp_path, limit):
 
 def test_probe_full_disk_then_freed(tmp_path):
     """Saving probe runs on a full disk: one clear line, exit 2, no run taken for finished; then it completes."""
-    from jukemir import cache
+    from jukemir.cache import Layout
     from jukemir.probe.grid import grid_cfgs, write_grid_configs
 
     from .helpers import cli_env, make_probe_dataset
@@ -157,7 +157,7 @@ def test_probe_full_disk_then_freed(tmp_path):
     cfgs = grid_cfgs("faulty", "slow", {"learning_rate": [1e-2, 1e-3], "early_stopping_boredom": [3]})
     args = ("probe", "faulty", "slow", "--config", *write_grid_configs(cfgs, tmp_path / "cfgs"), "--no-progress")
     env = cli_env(OMP_NUM_THREADS=1)
-    runs = cache.probes_dir("faulty", "slow")
+    runs = Layout().probes("faulty", "slow")
     with small_tmpfs(runs, 16 * PAGE) as mounted:
         if mounted:
             fill(runs, 1)

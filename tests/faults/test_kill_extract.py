@@ -136,7 +136,7 @@ def test_sigterm_is_a_clean_stop(tmp_path, command):
     traceback, nothing half-written or locked; the next run completes."""
     import signal
 
-    from jukemir import cache
+    from jukemir.cache import Layout
     from jukemir.probe.grid import grid_cfgs, write_grid_configs
 
     from .helpers import make_probe_dataset, temporaries
@@ -153,7 +153,7 @@ def test_sigterm_is_a_clean_stop(tmp_path, command):
         make_probe_dataset("termed", "slow", n=150)
         grid = {"hidden_layer_sizes": [[], [64]], "learning_rate": [1e-3, 1e-4], "early_stopping_boredom": [400]}
         configs = [str(p) for p in write_grid_configs(grid_cfgs("termed", "slow", grid), tmp_path / "cfgs")]
-        out = cache.probes_dir("termed", "slow")
+        out = Layout().probes("termed", "slow")
         args = ("probe", "termed", "slow", "--config", *configs, "--no-progress", "--serial")
         env = cli_env(OMP_NUM_THREADS=1)
 

@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
-from jukemir import cache
+from jukemir.cache import Layout
 from jukemir.io import read_json
 from jukemir.probe.grid import grid_cfgs, write_grid_configs
-from jukemir.probe.train import RUN_FILES
+from jukemir.probe.run import RUN_FILES
 
 from .helpers import cli_env, make_probe_dataset, run_jukemir, sigkill, start_jukemir, tally, wait_for
 
@@ -45,7 +45,7 @@ def test_sigkill_grid_training(tmp_path, serial, kills):
     configs = [str(p) for p in write_grid_configs(grid_cfgs("faulty", "slow", GRID), tmp_path / "cfgs")]
     configs = configs[:4] if serial else configs  # the original's one-config-at-a-time loop is slower
     args = ("probe", "faulty", "slow", "--config", *configs, "--no-progress", *(["--serial"] if serial else []))
-    runs_dir = cache.probes_dir("faulty", "slow")
+    runs_dir = Layout().probes("faulty", "slow")
     env = cli_env(OMP_NUM_THREADS=1)  # tiny models; and spinning OpenMP threads crawl on a busy machine
     r = run_jukemir(*args, env=env)
     assert r.returncode == 0, r.stderr
@@ -84,7 +84,8 @@ def test_resumed_stack_trains_like_the_full_one():
     """The vectorised trainer stacks configs; after a kill the unfinished ones are stacked without the
     finished ones. Each config must train the same whatever its stack mates (dropout on or off)."""
     from jukemir.probe.config import ProbeConfig
-    from jukemir.probe.train import load_probe_data, train_probes
+    from jukemir.probe.data import load_probe_data
+    from jukemir.probe.stack import train_probes
 
     make_probe_dataset("faulty", "slow", n=90)
     data = load_probe_data("faulty", "slow", verbose=False)
@@ -117,7 +118,7 @@ def test_concurrent_probe_workers_share_the_grid(tmp_path, serial):
     configs = configs[::3] if serial else configs
     args = ("probe", "shared", "slow", "--config", *configs, "--no-progress", *(["--serial"] if serial else []))
     env = cli_env(OMP_NUM_THREADS=1)
-    runs_dir = cache.probes_dir("shared", "slow")
+    runs_dir = Layout().probes("shared", "slow")
     r = run_jukemir(*args, env=env)
     assert r.returncode == 0, r.stderr
     reference = _runs(runs_dir)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jukemir import cache
+from jukemir.cache import Layout
 from jukemir.datasets.process import Source, current_wav, source_record
 from jukemir.io import read_json
 
@@ -50,7 +50,7 @@ def _import(name, audio, labels, jobs=1):
 
 def _assert_every_wav_vouched_for(name, audio):
     """Each WAV present has a record naming its source as it is now and the WAV's own bytes."""
-    folder = cache.processed_dir(name)
+    folder = Layout().processed(name)
     for wav in sorted((folder / "wav").glob("*.wav")):
         source = next(audio.glob(wav.stem + ".*"))
         record_path = folder / ".jukemir" / "sources" / (wav.stem + ".json")
@@ -60,7 +60,7 @@ def _assert_every_wav_vouched_for(name, audio):
 
 
 def _state(name):
-    folder = cache.processed_dir(name)
+    folder = Layout().processed(name)
     wavs = {p.name: p.read_bytes() for p in sorted((folder / "wav").glob("*.wav"))}
     meta = (folder / "meta.json").read_bytes() if (folder / "meta.json").exists() else None
     return wavs, meta
@@ -74,7 +74,7 @@ def test_sigkill_import_and_resume(tmp_path):
     assert len(ref_wavs) == 40 and ref_meta
 
     rng = random.Random(15)
-    wav_dir = cache.processed_dir("killed") / "wav"
+    wav_dir = Layout().processed("killed") / "wav"
     kills = 0
     for target in sorted(rng.sample(range(0, 38), 4)):
         proc = start_jukemir(*_import("killed", audio, labels))
@@ -88,7 +88,7 @@ def test_sigkill_import_and_resume(tmp_path):
     assert r.returncode == 0, r.stderr
     assert _state("killed") == (ref_wavs, ref_meta)
     for folder in ("wav", ".jukemir/sources"):
-        assert not list((cache.processed_dir("killed") / folder).glob(".jukemir-tmp-*"))
+        assert not list((Layout().processed("killed") / folder).glob(".jukemir-tmp-*"))
     assert kills >= 3
     tally("kills", kills)
     tally("outputs_checked", len(ref_wavs))
@@ -106,7 +106,7 @@ def test_changed_source_is_reconverted(tmp_path):
     wavs, _ = _state("mine")
     changed = [name for name in wavs if wavs[name] != first[name]]
     assert changed == [source.stem + ".wav"], changed
-    assert sf.info(str(cache.processed_dir("mine") / "wav" / changed[0])).frames == 8000
+    assert sf.info(str(Layout().processed("mine") / "wav" / changed[0])).frames == 8000
     tally("stale")
 
 
@@ -115,7 +115,7 @@ def test_interrupted_parallel_import_keeps_wavs_and_records_together(tmp_path, s
     """--jobs 2, interrupted by any signal: no worker survives; every WAV left has the record that vouches for
     it; then a changed source is reconverted on the next run (a WAV without its record never is)."""
     audio, labels = _dataset(tmp_path, n=60)
-    wav_dir = cache.processed_dir("par") / "wav"
+    wav_dir = Layout().processed("par") / "wav"
     rng = random.Random(int(sig))
     interrupted = 0
     for target in sorted(rng.sample(range(2, 50), 3)):
@@ -136,7 +136,7 @@ def test_interrupted_parallel_import_keeps_wavs_and_records_together(tmp_path, s
             else:  # Ctrl-C and SIGTERM: a clean message and exit status, no traceback
                 assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
                 assert "Traceback" not in err and ("interrupted" in err or "terminated" in err), err
-                assert not temporaries(cache.processed_dir("par")), "temporaries left behind"
+                assert not temporaries(Layout().processed("par")), "temporaries left behind"
         else:
             proc.communicate()
         assert_no_survivors(workers)
@@ -159,7 +159,7 @@ def test_failed_reimport_leaves_no_current_looking_metadata(tmp_path):
     WAVs that are no longer all there); fixing the file restores it."""
     audio, labels = _dataset(tmp_path, n=6)
     assert run_jukemir(*_import("re", audio, labels)).returncode == 0
-    folder = cache.processed_dir("re")
+    folder = Layout().processed("re")
     assert (folder / "meta.json").exists() and (folder / "dataset.json").exists()
     victim = sorted(audio.iterdir())[2]
     good = victim.read_bytes()

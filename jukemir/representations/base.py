@@ -105,17 +105,3 @@ class Representation:
             record["package"] = package
         return record
 
-
-def check_keys(found: dict[str, tuple], expected: dict[str, tuple], what: str) -> None:
-    """Raise ``ValueError`` unless ``found`` (name -> shape) is exactly ``expected`` (names and shapes)."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(found) & set(expected) if tuple(found[k]) != tuple(expected[k]))
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected)):
-            if keys:
-                parts.append(f"{len(keys)} {label} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})")
-        for k in wrong[:5]:
-            parts.append(f"{k} has shape {tuple(found[k])}, the model expects {tuple(expected[k])}")
-        raise UserError(f"{what}: weights do not match the model: " + "; ".join(parts))

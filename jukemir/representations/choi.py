@@ -356,6 +356,8 @@ class Choi(Representation):
     normalize = False
     resampler = "fft"
     dim = 5 * N_FILTERS
+    # The folder runner's batch-dependence protocol (representations.folder.batch_dependent): with batch
+    # statistics each --batch_size chunk (default 256, the original's) of the shuffled list is one batch.
     batch_dependent = True
     default_batch_size = 256
 

@@ -22,6 +22,11 @@ inferred from the hex length as in the original; ``None`` skips verification).
 
 The package's own manifests (``jukemir/assets/*.json``, TAG -> {path_rel, urls,
 checksum}) form the registry read by :func:`get_asset` and :func:`assets_for`.
+
+pooch (https://www.fatiando.org/pooch/latest/) was weighed for this job and not
+taken: it restarts an interrupted download from zero (no ``Range``), has one
+URL per file, no mirror folder, no cross-process lock and no trust-on-first-use
+record (docs/design.md).
 :func:`unpack` extracts a downloaded tar/zip archive once, refusing members that
 would land outside the destination (tar members through ``tarfile``'s ``data``
 extraction filter, https://docs.python.org/3/library/tarfile.html#tarfile-extraction-filter).

@@ -22,6 +22,12 @@ Both formats of ``torch.save`` are read:
 Any malformed file (truncated, random bytes, a corrupt length) raises one
 :class:`~jukemir.errors.UserError` line naming it: ``<path>: not a readable
 torch checkpoint (...)``.
+
+Why not ``torch.load(weights_only=True)``
+(https://pytorch.org/docs/stable/notes/serialization.html#weights-only): it
+refuses the foreign classes these files pickle unless their packages are
+installed and allow-listed, and it materialises every tensor at once
+(docs/design.md).
 """
 
 from __future__ import annotations

@@ -138,7 +138,8 @@ class _Unpickler(pickle.Unpickler):
         self.storages: dict[str, _StorageRef] = {}
 
     def find_class(self, module, name):
-        if module in ("torch", "torch.cuda") and name in _STORAGE_DTYPES:  # files saved from GPUs: torch.cuda.*
+        # storage classes (torch.cuda.* in files saved from GPUs) become their dtypes
+        if module in ("torch", "torch.cuda") and name in _STORAGE_DTYPES:
             return _STORAGE_DTYPES[name]
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[(module, name)]
@@ -203,7 +204,9 @@ class TorchCheckpoint:
                 self.obj, self._storages = self._index_legacy()
         except _MALFORMED as exc:
             self._file.close()
-            raise UserError(f"{self.path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+            raise UserError(
+                f"{self.path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
 
     def _index_legacy(self):
         f = self._file
@@ -246,7 +249,9 @@ class TorchCheckpoint:
             self._file.seek(where - 8)
             (count,) = struct.unpack("<q", self._file.read(8))
             if count != ref.numel:
-                raise UserError(f"{self.path}: storage {key} holds {count} elements, the index says {ref.numel}")
+                raise UserError(
+                    f"{self.path}: storage {key} holds {count} elements, the index says {ref.numel}"
+                )
             data = bytearray(nbytes)
             if self._file.readinto(data) != nbytes:
                 raise UserError(f"{self.path}: truncated in storage {key}")
@@ -272,7 +277,11 @@ class TorchCheckpoint:
             self._cached = None
             self._cached = (ref.storage, self._read_storage(ref.storage))
         storage = self._cached[1]
-        end = ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride)) + 1 if ref.numel else ref.offset
+        end = (
+            ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride)) + 1
+            if ref.numel
+            else ref.offset
+        )
         if end > storage.numel():
             raise UserError(f"{self.path}: a tensor of storage {ref.storage} reaches past its end")
         return torch.as_strided(storage, ref.shape, ref.stride, ref.offset).clone()

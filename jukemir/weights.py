@@ -86,7 +86,9 @@ class Official:
         """
         record = self.folder / RECORD
         return [
-            retrieve(a, mirror=mirror) if a.checksum else retrieve_trusted(a, record, mirror=mirror, check=self.check)
+            retrieve(a, mirror=mirror)
+            if a.checksum
+            else retrieve_trusted(a, record, mirror=mirror, check=self.check)
             for a in self.assets
         ]
 
@@ -124,7 +126,9 @@ def convert_once(path: Path, convert: Callable[[Path], None], what: str) -> Path
     path = Path(path)
     if path.is_file():
         return path
-    with FileLock(path.with_name(path.name + ".lock"), waiting=f"{path}: another process is converting it; waiting"):
+    with FileLock(
+        path.with_name(path.name + ".lock"), waiting=f"{path}: another process is converting it; waiting"
+    ):
         if not path.is_file():
             print(f"jukemir: converting {what} to {path} (once)", file=sys.stderr)
             convert(path)

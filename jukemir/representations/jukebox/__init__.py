@@ -383,8 +383,9 @@ def _compact_files(sources: dict, depth: int, model: str, overrides: dict, mirro
         return fingerprint(user[kind]) if kind in user else official.sha256(assets[kind])
 
     def find(kind: str) -> Path | None:
-        ident = identity(kind)
-        return ident and W.find_compact(converted_dir("jukebox", ident), STEMS[kind], depth if kind == "prior" else None)
+        ident = identity(kind)  # None: an official file not downloaded yet
+        folder = converted_dir("jukebox", ident) if ident else None
+        return folder and W.find_compact(folder, STEMS[kind], depth if kind == "prior" else None)
 
     compact = {kind: find(kind) for kind in W.KINDS}
     paths = dict(user)

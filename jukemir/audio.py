@@ -114,7 +114,7 @@ def load_audio(
     if sample_rate is not None and (not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0):
         raise UserError(f"sample_rate must be a positive int, got {sample_rate!r}")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             native_sr = f.samplerate
             start = int(round(offset * native_sr))
             if start:
@@ -158,7 +158,8 @@ def _decoder_reason(path: Path, exc: Exception) -> str:
     repeats is dropped (the error names the file once).
     """
     text = " ".join(str(exc).split())
-    text = text.replace(f"Error opening {str(path)!r}: ", "").replace(f"Error opening '{path}': ", "")
+    for shown in (repr(str(path)), repr(os.fsencode(path)), f"'{path}'"):
+        text = text.replace(f"Error opening {shown}: ", "")
     if "does not exist or is not a regular file" in text:
         return "no audio format or audio data recognised in it"
     return text
@@ -214,7 +215,7 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, float]:
 
     path = _readable_file(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
         raise AudioError(path, f"cannot decode as audio ({_decoder_reason(path, exc)})") from None
     return info.samplerate, info.channels, info.duration

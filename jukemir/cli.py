@@ -223,6 +223,9 @@ def _cmd_download(args) -> int:
         return 0
     if args.selectors:
         raise UserError(f"unexpected arguments after {args.target}: {' '.join(args.selectors)}")
+    if args.target == "synthetic":
+        print("download synthetic: nothing to download; `jukemir process synthetic` generates it")
+        return 0
     if args.target == "metadata":
         assets = [process.metadata_asset(name) for name in process.MODULES]
         paths = process.fetch(assets, mirror=args.mirror, jobs=args.jobs)
@@ -244,7 +247,8 @@ def _add_process(sub):
         "derives the metadata from the raw annotations and compares it with the paper's\n"
         "(exit status 1 if they differ); it writes no WAVs.",
     )
-    p.add_argument("dataset", help="gtzan_ff, magnatagatune, giantsteps_clips or emomusic (gtzan, giantsteps accepted)")
+    p.add_argument("dataset", help="gtzan_ff, magnatagatune, giantsteps_clips or emomusic (gtzan, giantsteps "
+                   "accepted), or synthetic (generated)")
     p.add_argument(
         "--metadata",
         choices=["canonical", "derived"],
@@ -259,6 +263,13 @@ def _add_process(sub):
 
 def _cmd_process(args) -> int:
     from .datasets import process
+
+    if args.dataset == "synthetic":  # generated, not downloaded: the demo's dataset, for reproduce/ runs
+        from .datasets import synthetic
+
+        folder = synthetic.generate(progress=not args.no_progress)
+        print(f"process synthetic: generated -> {folder} (meta.json written)")
+        return 0
 
     if args.verify_metadata:
         problems = process.verify_metadata(args.dataset, jobs=args.jobs, mirror=args.mirror)

@@ -49,3 +49,17 @@ def test_demo_chroma_beats_mfcc_and_a_second_run_reuses_everything(tmp_path):
         assert f"extract {rep}: 0 done, 192 skipped, 0 failed in" in again.stderr, again.stderr
     assert again.stderr.count("12 of them were already trained on these features: reused") == 2
     assert "stale" not in again.stderr and again.stdout == r.stdout
+
+
+def test_process_synthetic_generates_it_once(isolated_cache, capsys):
+    """`jukemir process synthetic` (what reproduce/2_process.sh runs) generates the demo's dataset; a second
+    run leaves every file as it was; `download synthetic` has nothing to do."""
+    from jukemir.cli import main
+
+    assert main(["process", "synthetic", "--no-progress"]) == 0
+    wavs = sorted((isolated_cache / "processed" / "synthetic" / "wav").glob("*.wav"))
+    assert len(wavs) == 24 * 6 * 2
+    stamps = [p.stat().st_mtime_ns for p in wavs]
+    assert main(["process", "synthetic", "--no-progress"]) == 0
+    assert [p.stat().st_mtime_ns for p in wavs] == stamps
+    assert main(["download", "synthetic"]) == 0 and "nothing to download" in capsys.readouterr().out

@@ -436,3 +436,22 @@ def test_long_audio_is_refused_before_decoding_by_the_handcrafted_features(tmp_p
         assert f"{rep}'s limit of 0.0366667 min" in line and "--max-seconds" in line, line
         assert (tmp_path / rep / f"{long.stem}.npy").exists() == (sf.info(str(long)).duration <= 2.2)
     tally("bad_input", 2)
+
+
+def test_file_names_that_are_not_utf8(tmp_path, capsys):
+    """A file name in another encoding (latin-1 'café') is an ordinary input: decoded, its output named by the
+    same bytes; a bad one with such a name is one line, its bytes shown escaped."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tone = (0.3 * np.sin(np.arange(22050) / 5.0)).astype(np.float32)
+    sf.write(os.fsencode(folder) + b"/caf\xe9.wav", tone, 22050)
+    (folder / os.fsdecode(b"bad\xff.wav")).write_bytes(b"junk" * 100)
+    out = tmp_path / "out"
+    assert main(["extract", "mfcc", str(folder), str(out), "--no-progress"]) == 1
+    assert os.path.exists(os.fsencode(out) + b"/caf\xe9.npy")
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "bad" in x]
+    assert "bad\\udcff.wav: cannot decode as audio (Format not recognised" in line, line
+    assert main(["extract", "mfcc", str(folder), str(out), "--no-progress"]) == 1  # the rerun keeps it
+    assert "1 skipped" in capsys.readouterr().err
+    tally("bad_input", 2)

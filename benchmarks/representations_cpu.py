@@ -56,9 +56,9 @@ def setup_musicnn(workdir: Path) -> Representation:
     from jukemir import cache
     from jukemir.representations.musicnn import Musicnn, tf_variables
 
-    converted = cache.models_dir("musicnn", create=False) / "MSD_musicnn_big.npz"
-    if converted.is_file():
-        return Musicnn(device="cpu", weights=converted)
+    converted = sorted(cache.models_dir("musicnn", create=False).glob("converted/*/MSD_musicnn_big.npz"))
+    if converted:
+        return Musicnn(device="cpu", weights=converted[0])
     rng = np.random.default_rng(0)
     state = {
         name: (np.ones(shape) if name.endswith("variance") else 0.05 * rng.standard_normal(shape)).astype(np.float32)

@@ -22,8 +22,14 @@ inferred from the hex length as in the original; ``None`` skips verification).
 
 The package's own manifests (``jukemir/assets/*.json``, TAG -> {path_rel, urls,
 checksum}) form the registry read by :func:`get_asset` and :func:`assets_for`.
+
+pooch (https://www.fatiando.org/pooch/latest/) was weighed for this job and not
+taken: it restarts an interrupted download from zero (no ``Range``), has one
+URL per file, no mirror folder, no cross-process lock and no trust-on-first-use
+record (docs/design.md).
 :func:`unpack` extracts a downloaded tar/zip archive once, refusing members that
-would land outside the destination.
+would land outside the destination (tar members through ``tarfile``'s ``data``
+extraction filter, https://docs.python.org/3/library/tarfile.html#tarfile-extraction-filter).
 """
 
 from __future__ import annotations
@@ -92,14 +98,6 @@ class Asset:
     @property
     def algorithm(self) -> str | None:
         return _ALGORITHMS[len(self.checksum)] if self.checksum else None
-
-
-def checksum_algorithm(checksum: str) -> str:
-    """``md5``/``sha1``/``sha256`` from the length of a hex digest."""
-    try:
-        return _ALGORITHMS[len(checksum)]
-    except KeyError:
-        raise UserError(f"checksum {checksum!r} is not an md5, sha1 or sha256 hex digest") from None
 
 
 def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
@@ -407,19 +405,6 @@ def retrieve_many(
     return paths, errors
 
 
-def copy_into_cache(src: str | os.PathLike, asset: Asset, root: str | os.PathLike | None = None) -> Path:
-    """Install a file the user obtained by hand as ``asset`` (verified before it is accepted)."""
-    root = Path(root) if root is not None else cache.cache_dir()
-    if not verify(asset, src):
-        raise ChecksumError(f"asset {asset.tag}: {src} does not match checksum {asset.checksum}")
-    dest = root / asset.path_rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    return dest
-
-
 class UnsafeArchiveError(UserError):
     """An archive member would be written outside the destination, or is not a plain file."""
 
@@ -433,11 +418,16 @@ def _check_member(archive: Path, name: str) -> PurePosixPath:
     return member
 
 
-def archive_members(archive: str | os.PathLike) -> Iterator[tuple[PurePosixPath, Callable[[], IO[bytes]]]]:
+def archive_members(
+    archive: str | os.PathLike, dest: str | os.PathLike
+) -> Iterator[tuple[PurePosixPath, Callable[[], IO[bytes]]]]:
     """Yield ``(relative path, open)`` for each regular file of a tar (any compression) or zip archive.
 
-    Directories are skipped. A member with an absolute path, a ``..`` component,
-    or that is a link or device raises :class:`UnsafeArchiveError` naming it.
+    ``dest`` is the folder the members are meant for. Directories are skipped.
+    A member with an absolute path or a ``..`` component, or that is a link,
+    raises :class:`UnsafeArchiveError` naming it. Tar members also pass
+    ``tarfile``'s ``data`` extraction filter (PEP 706: nothing that resolves
+    outside ``dest``, no device or special file, no link out of it).
     """
     archive = Path(archive)
     if zipfile.is_zipfile(archive):
@@ -451,6 +441,9 @@ def archive_members(archive: str | os.PathLike) -> Iterator[tuple[PurePosixPath,
                     raise UnsafeArchiveError(f"{archive}: member {name!r} is a link; refusing to unpack")
                 yield member, functools.partial(zf.open, info)
         return
+    if not hasattr(tarfile, "data_filter"):
+        raise UserError(f"{archive}: unpacking a tar archive safely needs tarfile's data filter (PEP 706): "
+                        "Python 3.10.12, 3.11.4, 3.12 or later")  # fmt: skip
     try:
         tf = tarfile.open(archive, "r:*")
     except tarfile.TarError as exc:
@@ -458,11 +451,14 @@ def archive_members(archive: str | os.PathLike) -> Iterator[tuple[PurePosixPath,
     with tf:
         for info in tf:
             member = _check_member(archive, info.name)
+            try:
+                info = tarfile.data_filter(info, os.fspath(dest))
+            except tarfile.FilterError as exc:
+                raise UnsafeArchiveError(f"{archive}: {exc}; refusing to unpack") from None
             if info.isdir():
                 continue
-            if not info.isfile():
-                name = info.name
-                raise UnsafeArchiveError(f"{archive}: member {name!r} is a link or device; refusing")
+            if not info.isfile():  # a link the data filter lets through (inside dest): files only here
+                raise UnsafeArchiveError(f"{archive}: member {info.name!r} is a link; refusing to unpack")
             yield member, functools.partial(tf.extractfile, info)
 
 
@@ -471,19 +467,28 @@ def unpack(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
     A marker ``dest/.unpacked-<archive name>`` recording the archive's size and
     mtime is written last, so a finished extraction is skipped next time and an
-    interrupted one is redone. Unsafe members raise :class:`UnsafeArchiveError`.
+    interrupted one is redone; processes unpacking the same archive take turns
+    (a lock file beside the marker). Unsafe members raise :class:`UnsafeArchiveError`
+    (:func:`archive_members`).
     """
     archive, dest = Path(archive), Path(dest)
     st = archive.stat()
     stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     marker = dest / f".unpacked-{archive.name}"
-    if marker.exists() and json.loads(marker.read_text()) == stamp:
+
+    def done() -> bool:
+        return marker.exists() and json.loads(marker.read_text()) == stamp
+
+    if done():
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    for member, open_member in archive_members(archive):
-        target = dest.joinpath(*member.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open_member() as src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out, CHUNK)
-    marker.write_text(json.dumps(stamp))
+    with FileLock(marker.with_name(marker.name + ".lock"), waiting=f"{archive}: another process is unpacking it; waiting"):
+        if done():
+            return dest
+        for member, open_member in archive_members(archive, dest):
+            target = dest.joinpath(*member.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open_member() as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+        marker.write_text(json.dumps(stamp))
     return dest

@@ -232,7 +232,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 
 class FileLock:
-    """An exclusive lock on ``path`` shared by processes on any machine mounting the same folder.
+    """THE file lock: exclusive, on ``path``, shared by processes on any machine mounting the same folder.
 
     It is an ``flock`` on the lock file, so the kernel releases it when its
     holder dies, even by SIGKILL: a lock is never left stale. :meth:`release`

@@ -62,9 +62,9 @@ def real_clip(assets_root) -> Path:
 @pytest.fixture(scope="session")
 def choi_dir(assets_root) -> Path:
     """The folder of Choi et al.'s five real weight files."""
-    from jukemir.representations.choi import official_assets
+    from jukemir.representations.choi import official
 
-    return fetch_assets(official_assets(), assets_root)[0].parent
+    return fetch_assets(official().assets, assets_root)[0].parent
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +73,10 @@ def musicnn_dir(assets_root) -> Path:
 
     (The big model's 96 MB data file is not needed by any test.)
     """
-    from jukemir.representations.musicnn import official_assets
+    from jukemir.representations.musicnn import official
 
-    wanted = official_assets("MSD_musicnn") + official_assets("MTT_musicnn")
-    wanted += [a for a in official_assets("MSD_musicnn_big") if a.path_rel.endswith(".index")]
+    wanted = official("MSD_musicnn").assets + official("MTT_musicnn").assets
+    wanted += tuple(a for a in official("MSD_musicnn_big").assets if a.path_rel.endswith(".index"))
     return fetch_assets(wanted, assets_root)[0].parent.parent
 
 

@@ -20,7 +20,7 @@ from jukemir.representations.choi import (
     ChoiConvnet,
     fit_length,
     load_weights,
-    official_assets,
+    official,
     py2_shuffle,
     read_keras_weights,
 )
@@ -212,7 +212,7 @@ def test_folder_runner_rebuilds_the_shuffled_batches(choi_dir, tmp_path):
 
 
 def test_official_assets_pin_the_real_files(choi_dir, tmp_path, monkeypatch):
-    assets = official_assets()
+    assets = official().assets
     assert [a.path_rel for a in assets] == [f"models/choi/weights_layer{k}_theano.hdf5" for k in range(5)]
     for k, asset in enumerate(assets):
         assert "/e1f83c389ff32ce48551f916414ae869cbe7f6e6/weights_transfer/" in asset.urls[0]

@@ -25,7 +25,7 @@ from torch import nn
 
 from jukemir.cli import main
 from jukemir.representations import get_representation
-from jukemir.representations.clap import CLIP_SAMPLES, load_model
+from jukemir.representations.clap import CLIP_SAMPLES, load_model, read_state
 
 AUDIO_CFG = dict(  # noqa: C408 - LAION's HTSAT-base.json audio_cfg
     audio_length=1024, clip_samples=480000, mel_bins=64, sample_rate=48000, window_size=1024, hop_size=480,
@@ -145,3 +145,31 @@ def test_clap_checkpoint_errors(official, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no audio_branch.* tensors; not a CLAP checkpoint" in err[0]
+
+
+class _Evil:
+    """Unpickling this would run a shell command; the checkpoint reader must not."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_reader_runs_no_code_and_reads_only_the_audio_branch(tmp_path):
+    """LAION's file is read by jukemir.checkpoints (no torch.load): foreign objects stay inert, only the
+    audio branch comes back, and random bytes are one line naming the file."""
+    marker = tmp_path / "pwned"
+    audio = {"module.audio_branch.bn0.weight": torch.arange(4.0), "module.audio_projection.0.bias": torch.ones(2)}
+    text = {"module.text_branch.embeddings.word_embeddings.weight": torch.zeros(1000, 64)}
+    torch.save({"epoch": 15, "state_dict": {**audio, **text}, "args": _Evil(marker)}, tmp_path / "clap.pt")
+    state = read_state(tmp_path / "clap.pt")
+    assert not marker.exists()
+    assert set(state) == {k.removeprefix("module.") for k in audio}
+    assert torch.equal(state["audio_branch.bn0.weight"], torch.arange(4.0))
+    (tmp_path / "junk.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(ValueError, match=r"junk.pt: not a readable torch checkpoint"):
+        read_state(tmp_path / "junk.pt")

@@ -211,14 +211,21 @@ def test_unpack_refuses_members_outside_the_destination(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(UnsafeArchiveError, match=re.escape(name)):
             assets.unpack(tmp_path / name, tmp_path / "out")
-    link = io.BytesIO()
-    with tarfile.open(fileobj=link, mode="w:gz") as tf:
-        info = tarfile.TarInfo("x")
-        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tf.addfile(info)
-    (tmp_path / "link.tar.gz").write_bytes(link.getvalue())
-    with pytest.raises(UnsafeArchiveError, match="link"):
-        assets.unpack(tmp_path / "link.tar.gz", tmp_path / "out")
+    # links out of the destination and special files (tarfile's data filter), links within it (files only)
+    for name, kind, linkname, reason in (
+        ("abs_link", tarfile.SYMTYPE, "/etc/passwd", "link to an absolute path"),
+        ("rel_link", tarfile.SYMTYPE, "../../etc/passwd", "outside the destination"),
+        ("fifo", tarfile.FIFOTYPE, "", "special file"),
+        ("in_link", tarfile.SYMTYPE, "ok.txt", "is a link"),
+    ):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+            info = tarfile.TarInfo("x")
+            info.type, info.linkname = kind, linkname
+            tf.addfile(info)
+        (tmp_path / f"{name}.tar.gz").write_bytes(buf.getvalue())
+        with pytest.raises(UnsafeArchiveError, match=f"{name}.tar.gz: .*{reason}"):
+            assets.unpack(tmp_path / f"{name}.tar.gz", tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
 
 

@@ -314,9 +314,10 @@ def test_official_download_is_converted_once(musicnn_dir, tmp_path, monkeypatch,
     mirror = _mirror(tmp_path, musicnn_dir, ["MTT_musicnn"])
     monkeypatch.setenv("JUKEMIR_MIRROR", str(mirror))
     rep = Musicnn("MTT_musicnn", device="cpu")
-    converted = isolated_cache / "models" / "musicnn" / "MTT_musicnn.npz"
+    source = OFFICIAL["MTT_musicnn", ".data-00000-of-00001"][0]
+    converted = isolated_cache / "models" / "musicnn" / "converted" / source[:16] / "MTT_musicnn.npz"
     assert converted.is_file()
-    assert rep.weights_id == OFFICIAL["MTT_musicnn", ".data-00000-of-00001"][0]
+    assert rep.weights_id == source
     shutil.rmtree(mirror)  # the second build reads the conversion only
     again = Musicnn("MTT_musicnn", device="cpu")
     assert again.weights_id == rep.weights_id

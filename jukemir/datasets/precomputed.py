@@ -64,7 +64,7 @@ def install_precomputed(asset: Asset, tarball: str | Path) -> tuple[Path, int]:
         if done.get("checksum") == asset.checksum:
             return target, done["files"]
     names: dict[str, str] = {}
-    for member, open_member in archive_members(tarball):
+    for member, open_member in archive_members(tarball, target):
         if member.suffix != ".npy":
             continue
         if member.name in names:

@@ -6,13 +6,15 @@ decoded audio; it never touches files. The folder runner
 :meth:`Representation.load` and writes what the model returns.
 
 Subclasses set the class attributes and implement :meth:`__call__` (one clip)
-and, where batching pays, :meth:`batch`.
+and, where batching pays, :meth:`batch`. A representation whose features
+depend on their batch mates (the original choi) also declares what
+:func:`jukemir.representations.folder.batch_dependent` reads.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,11 +35,6 @@ class Representation:
         resampy: whose numbers the kaiser resamplers give: "0.2" (resampy 0.2.2, the original's) or
             "0.4" (resampy >= 0.3); recorded in the provenance.
         dim: size of the (last axis of the) output vector.
-        batch_dependent: ``True`` when the features of a file depend on the other
-            files of its batch (the original choi); the folder runner then hands
-            each ``--batch_size`` chunk to :meth:`batch` as one batch.
-        default_batch_size: the chunk size used when ``--batch_size`` is not given
-            and the representation is batch dependent.
         preferred_batch: how many clips the folder runner groups per
             :meth:`batch` call for batch-independent models (speed only).
         may_be_nonfinite: the faithful model can emit inf/NaN (musicnn's float16
@@ -51,8 +48,6 @@ class Representation:
     resampler: str = "kaiser_best"
     resampy: str = RESAMPY_VERSION  # the resampy generation whose kaiser filters ``resampler`` means
     dim: int = 0
-    batch_dependent: bool = False
-    default_batch_size: int | None = None
     preferred_batch: int = 1
     may_be_nonfinite: bool = False
 
@@ -70,10 +65,6 @@ class Representation:
         return load_audio(
             path, self.sample_rate, normalize=self.normalize, resampler=self.resampler, resampy=self.resampy
         )
-
-    def order_files(self, paths: Sequence) -> list:
-        """Order the sorted input list before ``--batch_size`` chunking (identity by default)."""
-        return list(paths)
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """Embed one mono clip at :attr:`sample_rate` Hz; returns float32 of :attr:`output_shape`."""
@@ -105,17 +96,3 @@ class Representation:
             record["package"] = package
         return record
 
-
-def check_keys(found: dict[str, tuple], expected: dict[str, tuple], what: str) -> None:
-    """Raise ``ValueError`` unless ``found`` (name -> shape) is exactly ``expected`` (names and shapes)."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(found) & set(expected) if tuple(found[k]) != tuple(expected[k]))
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected)):
-            if keys:
-                parts.append(f"{len(keys)} {label} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})")
-        for k in wrong[:5]:
-            parts.append(f"{k} has shape {tuple(found[k])}, the model expects {tuple(expected[k])}")
-        raise UserError(f"{what}: weights do not match the model: " + "; ".join(parts))

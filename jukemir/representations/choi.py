@@ -59,9 +59,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..assets import Asset, file_checksum, retrieve
+from ..assets import Asset, file_checksum
 from ..device import torch_device
 from ..errors import NotFoundError, UserError
+from ..weights import Official
 from .base import Representation
 
 SAMPLE_RATE = 12_000
@@ -86,11 +87,11 @@ SHA256 = (
 WEIGHT_BYTES = 1_329_264
 
 
-def official_assets() -> list[Asset]:
+def official() -> Official:
     """The five weight files of keunwoochoi/transfer_learning_music at commit e1f83c3, with sha256."""
     base = f"https://raw.githubusercontent.com/keunwoochoi/transfer_learning_music/{COMMIT}/weights_transfer/"
     mirror = f"https://cdn.jsdelivr.net/gh/keunwoochoi/transfer_learning_music@{COMMIT}/weights_transfer/"
-    return [
+    assets = [
         Asset(
             f"CHOI_WEIGHTS_LAYER{k}",
             f"models/choi/{WEIGHT_FILE.format(k)}",
@@ -102,6 +103,7 @@ def official_assets() -> list[Asset]:
         )
         for k in range(N_BLOCKS)
     ]
+    return Official("choi", tuple(assets))
 
 
 def py2_shuffle(items: Sequence, seed: int = 0) -> list:
@@ -215,7 +217,7 @@ def load_weights(folder: str | os.PathLike | None = None) -> tuple[dict, str]:
     the original's five networks).
     """
     if folder is None:
-        paths = [retrieve(asset) for asset in official_assets()]
+        paths = official().fetch()
     else:
         folder = Path(folder)
         names = [WEIGHT_FILE.format(k) for k in range(N_BLOCKS)]
@@ -354,6 +356,8 @@ class Choi(Representation):
     normalize = False
     resampler = "fft"
     dim = 5 * N_FILTERS
+    # The folder runner's batch-dependence protocol (representations.folder.batch_dependent): with batch
+    # statistics each --batch_size chunk (default 256, the original's) of the shuffled list is one batch.
     batch_dependent = True
     default_batch_size = 256
 

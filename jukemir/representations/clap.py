@@ -32,16 +32,15 @@ The architecture's sizes are read from the checkpoint's tensors (so smaller
 test checkpoints in the same format load too); the signal settings are those
 of LAION's ``HTSAT-base.json``.
 
-Weights: the release file from LAION's Hugging Face repository, downloaded
-through :func:`jukemir.assets.retrieve_trusted` (no checksum is published: its
-sha256 is recorded on first use in ``<cache>/models/clap/sha256.json`` and
-checked on every later retrieval).
+Weights: the release file from LAION's Hugging Face repository, declared as a
+:class:`jukemir.weights.Official` (no checksum is published: its sha256 is
+recorded on first use in ``<cache>/models/clap/sha256.json`` and checked on
+every later retrieval), read without ``torch.load`` (:mod:`jukemir.checkpoints`).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +50,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import cache
-from ..assets import Asset, file_checksum, retrieve_trusted
+from ..assets import Asset, file_checksum
+from ..checkpoints import TorchCheckpoint, tensors_of
 from ..device import torch_device
 from ..errors import NotFoundError, UserError
-from .base import Representation, check_keys
+from ..weights import Official, check_keys
+from .base import Representation
 
 CHECKPOINT = "music_audioset_epoch_15_esc_90.14.pt"
 URL = f"https://huggingface.co/lukewys/laion_clap/resolve/main/{CHECKPOINT}"
@@ -289,31 +289,25 @@ class CLAPAudio(nn.Module):
 
 def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The audio branch and projection tensors of a CLAP checkpoint (``state_dict`` of a training
-    checkpoint or a bare state dict; a leading ``module.`` is removed, as ``laion_clap`` does)."""
-    from .clmr import _restricted_pickle  # the same no-code reader as CLMR's Lightning files
+    checkpoint or a bare state dict; a leading ``module.`` is removed, as ``laion_clap`` does).
 
+    Read by :class:`jukemir.checkpoints.TorchCheckpoint` (no code from the file runs); only the
+    audio tensors are read, the text branch's are skipped."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"{path}: no such CLAP checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        obj = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        kind = type(obj).__name__
-        raise UserError(f"{path}: expected a CLAP checkpoint (a dict with a state_dict), got {kind}")
-    keep = ("audio_branch.", "audio_projection.")
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")
-        if key.startswith(keep) and isinstance(value, torch.Tensor):
-            out[key] = value
-    if not out:
-        raise UserError(f"{path}: no audio_branch.* tensors; not a CLAP checkpoint")
-    return out
+    with TorchCheckpoint(path) as checkpoint:
+        obj = checkpoint.obj
+        state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+        if not isinstance(state, dict):
+            kind = type(obj).__name__
+            raise UserError(f"{path}: expected a CLAP checkpoint (a dict with a state_dict), got {kind}")
+        keep = ("audio_branch.", "audio_projection.")
+        refs = {k.removeprefix("module."): ref for k, ref in tensors_of(state).items()}
+        refs = {k: ref for k, ref in refs.items() if k.startswith(keep)}
+        if not refs:
+            raise UserError(f"{path}: no audio_branch.* tensors; not a CLAP checkpoint")
+        return checkpoint.load(refs)
 
 
 def config_from_state(state: dict[str, torch.Tensor]) -> HTSATConfig:
@@ -354,11 +348,16 @@ def load_model(path: str | os.PathLike) -> CLAPAudio:
     return model.eval().requires_grad_(False)
 
 
-def official_checkpoint(mirror: str | None = None) -> Path:
-    """Download (or find) LAION's music checkpoint, verified against the trust-on-first-use record."""
+def official() -> Official:
+    """LAION's music checkpoint (no published checksum: trusted on first use once it reads as one)."""
     asset = Asset("CLAP_MUSIC_AUDIOSET", f"models/clap/{CHECKPOINT}", (URL,), mirror_path=f"weights/clap-music/{CHECKPOINT}",
                   hint=f"pass --weights /path/to/{CHECKPOINT}")  # fmt: skip
-    return retrieve_trusted(asset, cache.models_dir("clap") / "sha256.json", mirror=mirror, check=read_state)
+    return Official("clap", (asset,), check=read_state)
+
+
+def official_checkpoint(mirror: str | None = None) -> Path:
+    """Download (or find) LAION's music checkpoint, verified against the trust-on-first-use record."""
+    return official().fetch(mirror)[0]
 
 
 def prepare_window(audio: np.ndarray) -> np.ndarray:

@@ -27,8 +27,9 @@ from the release asset ``clmr_magnatagatune_mlp.zip`` (CLMR release 2.1). Its
 with that prefix removed, and they must then match the encoder exactly (no key
 missing or unexpected, same shapes). ``fc.*`` keys are dropped: the original
 replaces ``fc`` with the identity. The checkpoint is read without
-PyTorch Lightning: foreign classes in it (hyper-parameters, callback states)
-become inert placeholders and no code from the file runs.
+PyTorch Lightning (:mod:`jukemir.checkpoints`): foreign classes in it
+(hyper-parameters, callback states) become inert placeholders and no code from
+the file runs.
 
 No checksum of the release asset is published, so it is trusted on first use:
 after the first download its sha256 and size are recorded in
@@ -39,8 +40,6 @@ against that record.
 from __future__ import annotations
 
 import os
-import pickle
-import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,11 +47,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import cache
-from ..assets import Asset, file_checksum, retrieve_trusted, unpack
+from ..assets import Asset, file_checksum, unpack
+from ..checkpoints import TorchCheckpoint, tensors_of
 from ..device import torch_device
 from ..errors import NotFoundError, UserError
-from .base import Representation, check_keys
+from ..weights import Official, check_keys
+from .base import Representation
 
 SAMPLE_RATE = 22_050
 PAPER_FRAME, CORRECTED_FRAME = 59_409, 59_049
@@ -127,73 +127,40 @@ def frame_audio(audio: np.ndarray, frame: int = PAPER_FRAME) -> np.ndarray:
 # ---------------------------------------------------------------- checkpoint
 
 
-class _Inert(dict):
-    """Stands in for any class a checkpoint names that is not plain data (Lightning's, argparse's, ...)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__()
-
-    def __setstate__(self, state):
-        self.__dict__["state"] = state
-
-
-_ALLOWED = {
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "slice"),
-    ("builtins", "complex"),
-}
-
-
-class _Unpickler(pickle.Unpickler):
-    """Builds tensors and plain containers; every other class becomes an :class:`_Inert` placeholder."""
-
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        return type(name, (_Inert,), {"__module__": f"inert.{module}"})
-
-
-# What torch.load calls on its ``pickle_module``: an Unpickler class and load().
-_restricted_pickle = types.ModuleType("jukemir_restricted_pickle")
-_restricted_pickle.Unpickler = _Unpickler
-_restricted_pickle.load = lambda file, **kwargs: _Unpickler(file, **kwargs).load()
-
-
 def read_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The encoder's state dict from a CLMR checkpoint, keys as :class:`SampleCNN` names them.
 
     A Lightning checkpoint (a dict with ``pytorch-lightning_version`` and
     ``state_dict``) gives its ``model.encoder.*`` keys; a plain state dict its
     ``encoder.*`` keys (the original's two cases). ``fc.*`` keys are dropped.
+    The file is read by :class:`jukemir.checkpoints.TorchCheckpoint`: Lightning's
+    classes in it become inert placeholders and no code from it runs.
     """
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"{path}: no such CLMR checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(obj, dict):
-        kind = type(obj).__name__
-        raise UserError(f"{path}: expected a dict (a Lightning checkpoint or a state dict), got {kind}")
-    if "pytorch-lightning_version" in obj:
-        state, prefix = obj.get("state_dict"), ENCODER_PREFIX
-        if not isinstance(state, dict):
-            raise UserError(f"{path}: Lightning checkpoint without a 'state_dict'")
-    else:
-        state, prefix = obj, "encoder."
-    encoder = {
-        k.replace(prefix, ""): v for k, v in state.items() if prefix in k and isinstance(v, torch.Tensor)
-    }
-    if not encoder:
-        raise UserError(f"{path}: no '{prefix}*' tensors; not a CLMR encoder checkpoint")
-    return {k: v for k, v in encoder.items() if not k.startswith("fc.")}
+    with TorchCheckpoint(path) as checkpoint:
+        obj = checkpoint.obj
+        if not isinstance(obj, dict):
+            kind = type(obj).__name__
+            raise UserError(f"{path}: expected a dict (a Lightning checkpoint or a state dict), got {kind}")
+        if "pytorch-lightning_version" in obj:
+            state, prefix = obj.get("state_dict"), ENCODER_PREFIX
+            if not isinstance(state, dict):
+                raise UserError(f"{path}: Lightning checkpoint without a 'state_dict'")
+        else:
+            state, prefix = obj, "encoder."
+        encoder = {k.replace(prefix, ""): ref for k, ref in tensors_of(state).items() if prefix in k}
+        if not encoder:
+            raise UserError(f"{path}: no '{prefix}*' tensors; not a CLMR encoder checkpoint")
+        return checkpoint.load({k: ref for k, ref in encoder.items() if not k.startswith("fc.")})
+
+
+def official() -> Official:
+    """The release asset ``clmr_magnatagatune_mlp.zip`` (no published checksum: trusted on first use)."""
+    asset = Asset("CLMR_MAGNATAGATUNE_MLP", "models/clmr/clmr_magnatagatune_mlp.zip", (RELEASE_URL,),
+                  mirror_path="weights/clmr/clmr_magnatagatune_mlp.zip", hint="pass --weights /path/to/clmr_epoch=10000.ckpt")  # fmt: skip
+    return Official("clmr", (asset,))
 
 
 def official_checkpoint(mirror: str | None = None) -> Path:
@@ -203,10 +170,9 @@ def official_checkpoint(mirror: str | None = None) -> Path:
     Raises :class:`jukemir.assets.DownloadError` (``ChecksumError`` when the
     file no longer matches the recorded sha256).
     """
-    folder = cache.models_dir("clmr")
-    asset = Asset("CLMR_MAGNATAGATUNE_MLP", "models/clmr/clmr_magnatagatune_mlp.zip", (RELEASE_URL,))
-    archive = retrieve_trusted(asset, folder / "sha256.json", mirror=mirror)
-    ckpt = unpack(archive, folder) / CHECKPOINT
+    weights = official()
+    (archive,) = weights.fetch(mirror)
+    ckpt = unpack(archive, weights.folder) / CHECKPOINT
     if not ckpt.is_file():
         raise NotFoundError(f"{archive}: has no {CHECKPOINT}")
     return ckpt

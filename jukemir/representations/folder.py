@@ -5,8 +5,8 @@ This is the contract every container runs (docs/architecture.md)::
     jukemir extract REPRESENTATION INPUT_DIR OUTPUT_DIR [--batch_size N --batch_idx I]
 
 * Every non-hidden entry of ``INPUT_DIR`` but folders is an input, whatever
-  its extension (so a broken link or a FIFO is reported, not silently dropped), sorted by name (then put in the representation's own order, which
-  only the original choi changes). Batch ``I`` is ``files[I*N:(I+1)*N]``; an
+  its extension (so a broken link or a FIFO is reported, not silently dropped), sorted by name (then, for a batch-dependent representation, in its own
+  order: :func:`batch_dependent`). Batch ``I`` is ``files[I*N:(I+1)*N]``; an
   index past the end is an error.
 * The output of ``x.wav`` is ``OUTPUT_DIR/x.npy``, a float32 array of the
   representation's output shape (1-D for the paper's features).
@@ -292,7 +292,7 @@ def run_folder(
     else:
         rep, name = None, str(representation)
         cls = representation_class(name)  # an unknown name fails here, before any work
-    if cls.batch_dependent and batch_size is None and batch_idx is not None:
+    if batch_dependent(cls) and batch_size is None and batch_idx is not None:
         batch_size = cls.default_batch_size
     select_batch(files, batch_size, batch_idx)  # validate the batch before loading a model
     if rep is None and (options or {}).get("device") is not None:
@@ -307,7 +307,7 @@ def run_folder(
     report = FolderReport(name, str(out_dir))
     if rep is None:
         rep = get_representation(name, **(options or {}))
-    ordered = rep.order_files(files)
+    ordered = rep.order_files(files) if batch_dependent(rep) and hasattr(rep, "order_files") else files
     selected = select_batch(ordered, batch_size, batch_idx)
     provenance = rep.provenance()
     outputs = [_Output(f, out_dir, provenance) for f in selected]
@@ -346,8 +346,8 @@ def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers
     todo_set = set(todo)
 
     # Group the work: batch-dependent models see each selected chunk as one batch.
-    if rep.batch_dependent:
-        chunk = batch_size or rep.default_batch_size or len(todo) or 1
+    if batch_dependent(rep):
+        chunk = batch_size or getattr(rep, "default_batch_size", None) or len(todo) or 1
         groups = []
         for i in range(0, len(outputs), chunk):
             group = outputs[i : i + chunk]
@@ -396,7 +396,7 @@ def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers
             n_busy = sum(len(busy) for _, busy in held_elsewhere)
             print(f"jukemir extract {name}: another worker holds {n_busy} file(s); waiting for it", file=sys.stderr)
         for group, busy in held_elsewhere:
-            members = group if rep.batch_dependent else busy
+            members = group if batch_dependent(rep) else busy
             _run_group(rep, members, [load(o) for o in members], set(busy), report, fail, overwrite, wait=True)
             if bar is not None:
                 bar.update(len(group))
@@ -407,6 +407,18 @@ def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers
     report.seconds = time.time() - start
     print(report.summary(), file=sys.stderr)
     return report
+
+
+def batch_dependent(rep) -> bool:
+    """Whether ``rep`` (a representation or its class) makes features that depend on their batch mates.
+
+    Only the original choi does. Such a representation declares, and the runner
+    reads here and nowhere else: ``batch_dependent = True``, ``default_batch_size``
+    (the chunk size when ``--batch_size`` is not given) and optionally
+    ``order_files(paths)`` (the order the sorted inputs are chunked in). Each
+    chunk then goes to ``rep.batch`` as one batch, and is recomputed whole.
+    """
+    return bool(getattr(rep, "batch_dependent", False))
 
 
 def _claim_into(out: _Output, claimed: list, wait: bool) -> bool:
@@ -442,7 +454,8 @@ def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=Fal
         if not claimed:
             return busy
         # a batch-dependent model needs the whole group; otherwise embed only what this worker holds
-        ok = [(o, a) for o, (a, e) in zip(group, loaded) if e is None and (rep.batch_dependent or o in claimed)]
+        whole = batch_dependent(rep)
+        ok = [(o, a) for o, (a, e) in zip(group, loaded) if e is None and (whole or o in claimed)]
         for out, (_, err) in zip(group, loaded):
             if err is not None and out in claimed:
                 fail(out.src, err.reason if hasattr(err, "reason") else err)
@@ -454,7 +467,7 @@ def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=Fal
         except DiskFullError:
             raise
         except Exception as exc:
-            if rep.batch_dependent or len(ok) == 1:
+            if whole or len(ok) == 1:
                 for out, _ in ok:
                     if out in claimed:
                         fail(out.src, f"{type(exc).__name__}: {exc}")

@@ -23,8 +23,8 @@ Output of one clip, float32: one layer -> ``(dim,)`` (mean) or ``(T, dim)``;
 several layers (``layers=[...]`` or ``"all"``) -> ``(n_layers, dim)`` or
 ``(n_layers, T, dim)``.
 
-Hub ids are downloaded once through :func:`jukemir.assets.retrieve_trusted`
-into ``<cache>/models/hf/<id>/<revision>/`` (trusted on first use: later
+Hub ids are downloaded once, as a :class:`jukemir.weights.Official`, into
+``<cache>/models/hf/<id>/<revision>/`` (trusted on first use: later
 retrievals must match the recorded sha256), trying the mirror
 (``$JUKEMIR_MIRROR``) first at ``<mirror>/models/hf/<id>/<revision>/<file>``.
 """
@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import cache
-from ..assets import Asset, DownloadError, file_checksum, retrieve_trusted
+from ..assets import Asset, DownloadError, file_checksum
 from ..device import torch_device
 from ..errors import NotFoundError, UserError
+from ..weights import Official
 from .base import Representation
 
 HUB = "https://huggingface.co"
@@ -79,23 +79,24 @@ def hub_snapshot(
         raise UserError(f"{model_id!r} is neither a local folder nor a Hugging Face model id (org/name)")
     if not _REVISION.fullmatch(revision):
         raise UserError(f"revision {revision!r} must be a branch, tag or commit name")
-    rel = f"models/hf/{model_id}/{revision}"
-    folder = cache.cache_dir() / rel
-    record = folder / "sha256.json"
+    home = f"hf/{model_id}/{revision}"
 
-    def asset(name: str) -> Asset:
-        tag = re.sub(r"[^A-Z0-9]+", "_", f"HF_{model_id}_{revision}_{name}".upper())
-        mirror_path = f"{mirror_folder}/{name}" if mirror_folder else None
-        return Asset(tag, f"{rel}/{name}", (f"{HUB}/{model_id}/resolve/{revision}/{name}",), mirror_path=mirror_path,
-                     hint=hint or "name a local folder holding them: hf:/path/to/folder")  # fmt: skip
+    def files(*names: str) -> Official:
+        assets = []
+        for name in names:
+            tag = re.sub(r"[^A-Z0-9]+", "_", f"HF_{model_id}_{revision}_{name}".upper())
+            mirror_path = f"{mirror_folder}/{name}" if mirror_folder else None
+            assets.append(Asset(tag, f"models/{home}/{name}", (f"{HUB}/{model_id}/resolve/{revision}/{name}",),
+                                mirror_path=mirror_path, hint=hint or "name a local folder holding them: hf:/path/to/folder"))  # fmt: skip
+        return Official(home, tuple(assets))
 
-    for name in CONFIG_FILES:
-        retrieve_trusted(asset(name), record, mirror=mirror)
+    configs = files(*CONFIG_FILES)
+    configs.fetch(mirror)
     errors = []
     for name in WEIGHT_FILES:
         try:
-            retrieve_trusted(asset(name), record, mirror=mirror)
-            return folder
+            files(name).fetch(mirror)
+            return configs.folder
         except DownloadError as exc:
             if "checksum mismatch" in str(exc):
                 raise  # the file is there but is not the one recorded: never fall back to another

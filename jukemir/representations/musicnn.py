@@ -53,9 +53,10 @@ example clip (``joram-moments_of_clarity-08-solipsism-59-88.mp3``, where a third
 of the frames exceed 6.55) are finite and the ones this module gives.
 
 Weights: the TF 1 checkpoints of the musicnn git tree at commit 516acb2
-(``musicnn/<model>/.index`` and ``.data-00000-of-00001``), read with
-:mod:`jukemir.tfcheckpoint` (no TensorFlow) and converted once into
-``<cache>/models/musicnn/<model>.npz``. The files of ``MSD_musicnn`` and
+(``musicnn/<model>/.index`` and ``.data-00000-of-00001``), declared as a
+:class:`jukemir.weights.Official`, read with :mod:`jukemir.tfcheckpoint` (no
+TensorFlow) and converted once into ``<cache>/models/musicnn/converted/<sha256
+of the .data>/<model>.npz``. The files of ``MSD_musicnn`` and
 ``MTT_musicnn`` and the big model's ``.index`` have sha256 checksums. The big
 model's ``.data`` (95,817,164 bytes, the size its index implies) is verified on
 first download against its git object id at that commit (sha1 of ``"blob
@@ -77,14 +78,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import cache
-from ..assets import CHUNK, Asset, file_checksum, retrieve, retrieve_trusted
+from ..assets import CHUNK, Asset, file_checksum
 from ..datasets import MTT_TOP50
 from ..device import torch_device
 from ..errors import UserError
 from ..io import atomic_write
 from ..tfcheckpoint import data_path, load_checkpoint, read_index
-from .base import Representation, check_keys
+from ..weights import Official, check_keys, convert_once, converted_dir
+from .base import Representation
 
 SAMPLE_RATE = 16_000
 N_FFT, HOP, N_MELS = 512, 256, 96
@@ -97,7 +98,6 @@ TEMPORAL = (128, 64, 32)  # frames, 1 mel bin
 TEMPORAL_FILTERS = 51  # int(1.6 * 32)
 FRONT = len(TIMBRAL) * TIMBRAL_FILTERS + len(TEMPORAL) * TEMPORAL_FILTERS  # 561
 LOGS = ("float16", "float32")
-SOURCE_KEY = "source_sha256"  # in a converted .npz: sha256 of the checkpoint it came from
 
 MSD_LABELS = [
     "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s",
@@ -404,8 +404,14 @@ def git_blob_sha1(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def official_assets(model: str) -> list[Asset]:
-    """The ``.index`` and ``.data`` files of ``model`` in the musicnn git tree at commit 516acb2."""
+def official(model: str) -> Official:
+    """The ``.index`` and ``.data`` files of ``model`` in the musicnn git tree at commit 516acb2.
+
+    A file with a sha256 is checked against it. The big model's ``.data`` has
+    none published: its first download must have the size its index implies
+    and the git object id of the commit's tree, after which its sha256 is
+    recorded in ``<cache>/models/musicnn/sha256.json``.
+    """
     _check_model(model)
     base = f"https://raw.githubusercontent.com/jordipons/musicnn/{COMMIT}/musicnn/{model}/"
     cdn = f"https://cdn.jsdelivr.net/gh/jordipons/musicnn@{COMMIT}/musicnn/{model}/"
@@ -424,35 +430,13 @@ def official_assets(model: str) -> list[Asset]:
                 hint=f"pass --weights FOLDER holding {model}'s .index and .data-00000-of-00001",
             )
         )
-    return assets
 
+    def same_blob(path: Path) -> None:
+        blob, got = OFFICIAL[model, path.name][1], git_blob_sha1(path)
+        if got != blob:
+            raise UserError(f"{path}: git object id {got}, expected {blob} (musicnn commit {COMMIT[:7]})")
 
-def download_official(model: str, mirror: str | None = None) -> Path:
-    """Download (or find) ``model``'s checkpoint, verified; return its prefix folder.
-
-    A file with a sha256 is checked against it. The big model's ``.data`` has
-    none published: its first download must have the size its index implies
-    and the git object id of the commit's tree, after which its sha256 is
-    recorded (:func:`jukemir.assets.retrieve_trusted`).
-    """
-    paths = []
-    for asset in official_assets(model):
-        if asset.checksum is not None:
-            paths.append(retrieve(asset, mirror=mirror))
-            continue
-        name = Path(asset.path_rel).name
-        blob = OFFICIAL[model, name][1]
-
-        def same_blob(path, blob=blob):
-            got = git_blob_sha1(path)
-            if got != blob:
-                raise UserError(
-                    f"{path}: git object id {got}, expected {blob} (musicnn commit {COMMIT[:7]})"
-                )
-
-        record = cache.models_dir("musicnn") / "sha256.json"
-        paths.append(retrieve_trusted(asset, record, mirror=mirror, check=same_blob))
-    return paths[0].parent
+    return Official("musicnn", tuple(assets), check=same_blob)
 
 
 def load_weights(model: str, weights: str | os.PathLike | None = None) -> tuple[dict[str, np.ndarray], str]:
@@ -461,9 +445,9 @@ def load_weights(model: str, weights: str | os.PathLike | None = None) -> tuple[
     ``weights``:
 
     * ``None``: the official checkpoint, downloaded and converted once into
-      ``<cache>/models/musicnn/<model>.npz`` (id: sha256 of its ``.data`` file);
+      ``<cache>/models/musicnn/converted/<id>/<model>.npz`` (id: sha256 of its ``.data`` file);
     * a TF checkpoint prefix or its folder, read directly (id: the same);
-    * a ``.npz`` of TF-named arrays, as the cache holds (id: sha256 of the file).
+    * a ``.npz`` of TF-named arrays, as the conversion holds (id: sha256 of the file).
 
     Raises ``ValueError`` when the variables are not exactly ``model``'s.
     """
@@ -471,22 +455,26 @@ def load_weights(model: str, weights: str | os.PathLike | None = None) -> tuple[
     expected = tf_variables(model)
     if weights is not None and os.fspath(weights).endswith(".npz"):
         state, source = _read_npz(weights), file_checksum(weights)
-        state.pop(SOURCE_KEY, None)
+        state.pop("source_sha256", None)  # the source's id, which conversions before the converted/ folders held
         check_keys({k: v.shape for k, v in state.items()}, expected, f"{weights} (musicnn {model})")
         return state, source
     if weights is not None:
         header, _ = read_index(weights)
         return read_tf_weights(weights, model), file_checksum(data_path(weights, 0, header["num_shards"]))
-    converted = cache.models_dir("musicnn") / f"{model}.npz"
-    if converted.is_file():
-        state = _read_npz(converted)
-        return state, str(state.pop(SOURCE_KEY))
-    prefix = download_official(model)
-    state = read_tf_weights(prefix, model)
-    source = file_checksum(data_path(prefix, 0, 1))
-    with atomic_write(converted) as handle:
-        np.savez(handle, **{SOURCE_KEY: np.array(source)}, **state)
-    return state, source
+    files = official(model)
+    data = files.assets[1]
+    if files.sha256(data) is None:  # the big model's data before its first download: record it
+        files.fetch()
+    source = files.sha256(data)
+
+    def convert(dst: Path) -> None:
+        prefix = files.fetch()[0].parent
+        state = read_tf_weights(prefix, model)
+        with atomic_write(dst) as handle:
+            np.savez(handle, **state)
+
+    converted = convert_once(converted_dir("musicnn", source) / f"{model}.npz", convert, f"musicnn {model}")
+    return _read_npz(converted), source
 
 
 def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

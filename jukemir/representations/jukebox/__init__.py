@@ -43,17 +43,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ... import cache
 from ...device import torch_device
 from ...errors import NotFoundError, UserError
-from ...io import read_json
+from ...weights import convert_once, converted_dir, fingerprint
 from ..base import Representation
 from . import weights as W
 from .hps import PriorHps, VQVAEHps, hps_dict, resolve_hps
@@ -296,12 +294,7 @@ def load_models(
         prior_state = W.random_state(_shapes(prior), device, cast, seed + 1)
         weights_id = {"random": seed}
     else:
-        compact, weights_id = _compact_files(sources, depth)
-        if compact["vqvae"] is None or compact["prior"] is None:
-            with W.exclusive(cache.models_dir("jukebox") / ".convert.lock"):
-                compact, weights_id = _compact_files(sources, depth)  # another process may have converted
-                if compact["vqvae"] is None or compact["prior"] is None:
-                    compact = _convert_missing(sources, compact, model, overrides, depth, mirror, weights_id)
+        compact, weights_id = _compact_files(sources, depth, model, overrides, mirror)
         vq_ckpt_hps = _stored_hps(compact["vqvae"]) if model == "checkpoint" else None
         prior_ckpt_hps = _stored_hps(compact["prior"]) if model == "checkpoint" else None
         vq_hps, prior_hps = resolve_hps(model, overrides, vq_ckpt_hps, prior_ckpt_hps)
@@ -374,35 +367,46 @@ def _weight_sources(weights) -> dict[str, Path | None] | None:
     return paths
 
 
-def _compact_files(sources: dict, depth: int) -> tuple[dict, dict]:
-    """Existing compact files for ``sources`` (None where a conversion is needed) and the weights' identity."""
-    compact, ident = {}, {}
-    for kind, src in sources.items():
-        found = W.find_compact(_compact_folder(kind, src), STEMS[kind], depth if kind == "prior" else None)
-        compact[kind] = found
-        if found is not None:
-            meta = W.compact_metadata(found)
-            ident[kind] = {k: meta.get(k) for k in _IDENTITY}
+def _compact_files(sources: dict, depth: int, model: str, overrides: dict, mirror: str | None) -> tuple[dict, dict]:
+    """The compact files of ``sources`` (converted first where missing) and the weights' identity.
+
+    Each source's compact files live in the folder of its identity
+    (:func:`jukemir.weights.converted_dir`): the recorded sha256 of an official
+    file (known without the file once it was downloaded), or the fingerprint
+    of a user's file. A prior converted to more blocks than ``depth`` serves.
+    """
+    official = W.official("5b")
+    assets = dict(zip(W.KINDS, official.assets))
+    user = {k: v for k, v in sources.items() if v is not None}
+
+    def identity(kind: str) -> str | None:
+        return fingerprint(user[kind]) if kind in user else official.sha256(assets[kind])
+
+    def find(kind: str) -> Path | None:
+        ident = identity(kind)  # None: an official file not downloaded yet
+        folder = converted_dir("jukebox", ident) if ident else None
+        return folder and W.find_compact(folder, STEMS[kind], depth if kind == "prior" else None)
+
+    compact = {kind: find(kind) for kind in W.KINDS}
+    paths = dict(user)
+    if any(compact[k] is None and k not in user for k in W.KINDS):  # an official file is needed
+        paths.update({k: p for k, p in W.retrieve_official("5b", mirror).items() if k not in user})
+        compact = {kind: find(kind) for kind in W.KINDS}  # identified now: it may have been converted before
+    if any(path is None for path in compact.values()):
+        _convert_missing(paths, compact, set(user), identity, model, overrides, depth)
+    ident = {}
+    for kind, path in compact.items():
+        meta = W.compact_metadata(path)
+        ident[kind] = {k: meta.get(k) for k in _IDENTITY}
     return compact, ident
 
 
-def _compact_folder(kind: str, src: Path | None) -> Path:
-    if src is None:
-        return W.official_dir("5b")
-    return cache.models_dir("jukebox") / "converted" / f"{kind}-{W.source_fingerprint(src)}"
-
-
-def _convert_missing(sources, compact, model, overrides, depth, mirror, ident):
-    """Convert the checkpoints that have no compact file yet (downloading the official ones first)."""
-    if any(src is None for src in sources.values()):
-        official = W.retrieve_official("5b", mirror)
-        record = _official_record()
-        sources = {k: official[k] if v is None else v for k, v in sources.items()}
-    else:
-        record = {}
-    indices = {k: W.CheckpointIndex(p) for k, p in sources.items()}
+def _convert_missing(paths, compact, user, identity, model, overrides, depth) -> None:
+    """Convert the checkpoints ``paths`` that have no compact file yet (filling ``compact``)."""
+    indices = {k: W.CheckpointIndex(paths[k]) for k in W.KINDS if compact[k] is None}
     try:
-        vq_hps, prior_hps = resolve_hps(model, overrides, indices["vqvae"].hps, indices["prior"].hps)
+        stored = {k: (indices[k].hps if k in indices else _stored_hps(compact[k])) for k in W.KINDS}
+        vq_hps, prior_hps = resolve_hps(model, overrides, stored["vqvae"], stored["prior"])
         _check_depth(prior_hps, depth)
         vqvae, prior = _meta_models(vq_hps, prior_hps, depth)
     finally:
@@ -412,30 +416,21 @@ def _convert_missing(sources, compact, model, overrides, depth, mirror, ident):
         "vqvae": (vqvae, W.vqvae_key_filter(vq_hps.top_level), f"{STEMS['vqvae']}.safetensors"),
         "prior": (prior, W.prior_key_filter(depth), f"{STEMS['prior']}.blocks{depth}.safetensors"),
     }
-    for kind, (module, drop, name) in plans.items():
-        if compact[kind] is not None:
-            continue
-        src = sources[kind]
-        official = kind in record
-        folder = W.official_dir("5b") if official else _compact_folder(kind, src)
+    for kind in indices:
+        module, drop, name = plans[kind]
+        src, ident = paths[kind], identity(kind)
         meta = {"source": src.name, "source_size": str(src.stat().st_size), "kind": kind}
-        if official:
-            meta["source_sha256"] = record[kind]
-        else:
-            meta["source_fingerprint"] = W.source_fingerprint(src)
+        meta["source_fingerprint" if kind in user else "source_sha256"] = ident
         if kind == "prior":
             meta["blocks"] = str(depth)
-        print(f"jukebox: converting {src} ({src.stat().st_size / 1e9:.2f} GB) to {folder / name} (once)", file=sys.stderr)
-        W.convert(src, folder / name, drop, _shapes(module), meta)
-        compact[kind] = folder / name
-        ident[kind] = {k: meta.get(k) for k in _IDENTITY}
-    return compact
 
+        expected = _shapes(module)
 
-def _official_record() -> dict[str, str]:
-    """kind -> recorded sha256 of the official files (trust on first use)."""
-    record = read_json(W.official_dir("5b") / "sha256.json")
-    return {kind: record[a.path_rel]["sha256"] for kind, a in W.official_assets("5b").items() if a.path_rel in record}
+        def convert(dst, src=src, drop=drop, expected=expected, meta=meta):
+            W.convert(src, dst, drop, expected, meta)
+
+        what = f"{src} ({src.stat().st_size / 1e9:.2f} GB)"
+        compact[kind] = convert_once(converted_dir("jukebox", ident) / name, convert, what)
 
 
 __all__ = ["CROP_SECONDS", "Jukebox", "load_models"]

@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 DENSE, ROW, COLUMN, PREVIOUS_ROW = 0, 1, 2, 3
-KIND_NAMES = {DENSE: "dense", ROW: "row", COLUMN: "column", PREVIOUS_ROW: "previous-row"}
 
 
 class Conv1D(nn.Module):

@@ -1,29 +1,28 @@
-"""Jukebox weights: download, stream-convert to a compact safetensors file, load into a meta-built model.
+"""Jukebox weights: the official files, their stream conversion to a compact safetensors file, and its loading.
 
 Sources
     The official files (``vqvae.pth.tar``, ``prior_level_2.pth.tar`` of the 5B
-    model) are fetched by :func:`jukemir.assets.retrieve` (resume, retries,
-    mirrors: the official Azure blob, the Google Storage mirror jukemirlib
-    names, then the retired CDN address) into ``<cache>/models/jukebox/5b/``.
+    model) are declared as a :class:`jukemir.weights.Official` (URLs in order:
+    the official Azure blob, the Google Storage mirror jukemirlib names, then
+    the retired CDN address) and fetched into ``<cache>/models/jukebox/5b/``.
     No published checksum exists, so they are trusted on first use: after the
     first download passes a size check (the prior's 10,288,727,721 bytes agree
     with the arithmetic below) and a structural one (the pickle parses and the
     storages end exactly at the end of the file), its sha256 is recorded in
     ``sha256.json`` beside it, and every later retrieval is verified against it.
 
-Conversion (once per source file and depth)
-    The checkpoints are torch 1.4 pickles in the legacy (non-zip) format: five
-    pickles (magic, version, system info, the object, the storage keys), then
-    each storage as an int64 element count and its raw bytes. :class:`CheckpointIndex`
-    unpickles the object with a restricted unpickler that builds no tensors
-    and runs no foreign code (tensors become references to storages, the
-    ``hps`` a plain dict), computes where each storage's bytes lie, and reads
-    only the storages that are kept. The zip format of torch >= 1.6 is read
-    the same way. :func:`convert` filters the keys (:func:`prior_key_filter`,
-    :func:`vqvae_key_filter`: only the blocks >= depth, the output head, the
-    decoders and the other VQ-VAE levels are dropped, and what is left must be
-    exactly what the model expects) and streams the rest, tensor by tensor, in
-    their stored dtypes, into a safetensors file written atomically.
+Conversion (once per source file and depth, :func:`jukemir.weights.convert_once`)
+    The checkpoints are torch 1.4 pickles in the legacy (non-zip) format, read
+    by :class:`CheckpointIndex` (:mod:`jukemir.checkpoints`: a restricted
+    unpickler that builds no tensors and runs no foreign code; the ``hps``
+    become a plain dict) which reads only the storages that are kept. The zip
+    format of torch >= 1.6 is read the same way. :func:`convert` filters the
+    keys (:func:`prior_key_filter`, :func:`vqvae_key_filter`: only the blocks
+    >= depth, the output head, the decoders and the other VQ-VAE levels are
+    dropped, and what is left must be exactly what the model expects) and
+    streams the rest, tensor by tensor, in their stored dtypes, into a
+    safetensors file written atomically, in the folder of its source's
+    identity (:func:`jukemir.weights.converted_dir`).
 
 Host RAM for the real 5B prior (72 blocks, width 4,800, attention state 1,200)
     per block: Conv1D weights (4800x3600 + 1200x4800 + 2 x 4800x4800) fp16
@@ -49,28 +48,21 @@ Host RAM for the real 5B prior (72 blocks, width 4,800, attention state 1,200)
 
 from __future__ import annotations
 
-import codecs
-import collections
-import contextlib
 import dataclasses
-import hashlib
 import json
 import os
-import pickle
 import re
 import struct
-import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ... import cache
-from ...assets import Asset, retrieve_trusted
-from ...errors import NotFoundError, UserError
+from ...assets import Asset
+from ...checkpoints import TorchCheckpoint, element_size, plain, tensors_of
+from ...errors import UserError
 from ...io import atomic_write
-from ..base import check_keys
+from ...weights import Official, check_keys
 
 OFFICIAL_URLS = (
     "https://openaipublic.blob.core.windows.net/jukebox/models/5b/{name}",
@@ -81,285 +73,62 @@ PRIOR_5B_SIZE = 10_288_727_721
 FORMAT_VERSION = "1"
 
 
-def official_assets(model: str = "5b") -> dict[str, Asset]:
-    """``{"vqvae": Asset, "prior": Asset}`` of the official files (no published checksums)."""
+def official(model: str = "5b") -> Official:
+    """The official files ``vqvae.pth.tar`` and ``prior_level_2.pth.tar`` (no published checksums: trusted
+    on first use after their size and a structural check pass)."""
     if model != "5b":
         raise UserError(f"no official jukebox weights are known for model {model!r}")
-    out = {}
+    assets = []
     for kind, name, size in (("vqvae", "vqvae.pth.tar", None), ("prior", "prior_level_2.pth.tar", PRIOR_5B_SIZE)):
         urls = tuple(u.format(name=name) for u in OFFICIAL_URLS)
-        out[kind] = Asset(f"JUKEBOX_5B_{kind.upper()}", f"models/jukebox/5b/{name}", urls, None, size)
-    return out
+        assets.append(Asset(f"JUKEBOX_5B_{kind.upper()}", f"models/jukebox/5b/{name}", urls, None, size,
+                            mirror_path=f"weights/jukebox/5b/{name}",
+                            hint="pass --weights FOLDER holding vqvae.pth.tar and prior_level_2.pth.tar"))  # fmt: skip
+    return Official("jukebox/5b", tuple(assets), check=lambda path: CheckpointIndex(path).close())
 
 
-def official_dir(model: str = "5b") -> Path:
-    """``<cache>/models/jukebox/<model>``: the official files, their trust record and compact forms."""
-    return cache.models_dir("jukebox") / model
+KINDS = ("vqvae", "prior")  # the order of official().assets
 
 
 def retrieve_official(model: str = "5b", mirror: str | None = None) -> dict[str, Path]:
-    """Download (or find) the official checkpoints; verify them against the trust-on-first-use record.
+    """Download (or find) the official checkpoints, verified: ``{"vqvae": path, "prior": path}``.
 
-    Returns ``{"vqvae": path, "prior": path}``. Raises :class:`jukemir.assets.DownloadError`
-    (``ChecksumError`` when a file differs from its recorded sha256), or ``ValueError``
-    when a first download has the wrong size or is not a well-formed checkpoint
-    (it is then moved aside as ``.bad``).
+    Raises :class:`jukemir.assets.DownloadError` (``ChecksumError`` when a file
+    differs from its recorded sha256), or ``ValueError`` when a first download
+    has the wrong size or is not a well-formed checkpoint (it is then moved
+    aside as ``.bad``).
     """
-    record_path = official_dir(model) / "sha256.json"
-    paths = {}
-    for kind, asset in official_assets(model).items():
-        path = retrieve_trusted(asset, record_path, mirror=mirror, check=lambda p: CheckpointIndex(p).close())
-        paths[kind] = path
-    return paths
+    return dict(zip(KINDS, official(model).fetch(mirror)))
 
 
-# ---------------------------------------------------------------- reading checkpoints without torch.load
-
-_STORAGE_DTYPES = {
-    "FloatStorage": torch.float32,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "DoubleStorage": torch.float64,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
-}
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
+# ---------------------------------------------------------------- the official checkpoint layout
 
 
-@dataclasses.dataclass(frozen=True)
-class TensorRef:
-    """Where a tensor's elements lie: ``storage`` key, dtype, element offset, shape and stride."""
+class CheckpointIndex(TorchCheckpoint):
+    """An official Jukebox checkpoint (``{"hps": ..., "model": state dict}``), read lazily: ``index.tensor(name)``.
 
-    storage: str
-    dtype: torch.dtype
-    offset: int
-    shape: tuple
-    stride: tuple
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-
-@dataclasses.dataclass(frozen=True)
-class _StorageRef:
-    key: str
-    dtype: torch.dtype
-    numel: int
-    offset: int = 0  # elements, for a view into another storage
-
-
-class _Opaque(dict):
-    """Stands in for any class the restricted unpickler does not know (e.g. the ``Hyperparams`` of the hps)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__()
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
-    return TensorRef(storage.key, storage.dtype, storage.offset + storage_offset, tuple(size), tuple(stride))
-
-
-def _rebuild_parameter(data, *_ignored):
-    return data
-
-
-_multiarray = getattr(np, "_core", None) or np.core  # numpy >= 2 renamed numpy.core
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("_codecs", "encode"): codecs.encode,  # how protocol 2 spells bytes (numpy scalars)
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "complex"): complex,
-    ("builtins", "slice"): slice,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy.core.multiarray", "scalar"): _multiarray.multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): _multiarray.multiarray.scalar,
-    ("numpy.core.multiarray", "_reconstruct"): _multiarray.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _multiarray.multiarray._reconstruct,
-}
-
-
-class _IndexUnpickler(pickle.Unpickler):
-    """Unpickles a checkpoint's object into TensorRefs and plain containers; never imports foreign code."""
-
-    def __init__(self, file):
-        super().__init__(file)
-        self.storages: dict[str, _StorageRef] = {}
-
-    def find_class(self, module, name):
-        if module in ("torch", "torch.cuda") and name in _STORAGE_DTYPES:  # the official files hold torch.cuda.*
-            return _STORAGE_DTYPES[name]
-        if (module, name) in _SAFE_GLOBALS:
-            return _SAFE_GLOBALS[(module, name)]
-        return type(name, (_Opaque,), {"__module__": f"opaque.{module}"})
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and pid and pid[0] in ("storage", b"storage")):
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        dtype, key, _location, numel = pid[1:5]
-        key = key.decode() if isinstance(key, bytes) else str(key)
-        if not isinstance(dtype, torch.dtype):
-            raise pickle.UnpicklingError(f"unsupported storage type {dtype!r}")
-        root = self.storages.setdefault(key, _StorageRef(key, dtype, int(numel)))
-        view = pid[5] if len(pid) > 5 else None
-        if view is not None:
-            _view_key, view_offset, _view_numel = view
-            return dataclasses.replace(root, offset=int(view_offset))
-        return root
-
-
-def _plain(obj):
-    """Opaque objects and numpy scalars -> plain Python (dicts, lists, numbers, strings)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-class CheckpointIndex:
-    """The tensors of a ``torch.save``-d checkpoint, read lazily: ``index.tensor(name)``.
-
-    Attributes:
-        path: the file.
-        format: ``"legacy"`` (torch < 1.6, the official Jukebox files) or ``"zip"``.
+    Attributes (besides :class:`jukemir.checkpoints.TorchCheckpoint`'s):
         tensors: name -> :class:`TensorRef` of ``checkpoint["model"]`` (a leading
             ``module.`` is removed, as the original's ``restore_model`` did).
         hps: ``checkpoint["hps"]`` as a plain dict (``{}`` when absent).
-        bytes_read: storage bytes read so far (what was not needed is skipped).
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise NotFoundError(f"{self.path}: no such checkpoint")
-        self.bytes_read = 0
-        self._file = open(self.path, "rb")
-        try:
-            if zipfile.is_zipfile(self.path):
-                self.format = "zip"
-                obj, storages = self._index_zip()
-            else:
-                self.format = "legacy"
-                obj, storages = self._index_legacy()
-        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-                struct.error, zipfile.BadZipFile, OverflowError, MemoryError, RecursionError) as exc:
-            # a restricted unpickler over arbitrary bytes can fail in any of these ways (MemoryError: a
-            # corrupt length field asking for more bytes than exist)
-            self._file.close()
-            raise UserError(f"{self.path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
-        self._storages = storages
-        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
-            self._file.close()
+        super().__init__(path)
+        if not isinstance(self.obj, dict) or not isinstance(self.obj.get("model"), dict):
+            self.close()
             raise UserError(f"{self.path}: expected a dict with a 'model' state dict (the official checkpoint layout)")
-        self.tensors = {}
-        for name, ref in obj["model"].items():
-            if not isinstance(ref, TensorRef):
-                continue
-            self.tensors[name.removeprefix("module.")] = ref
-        hps = obj.get("hps")
-        self.hps = _plain(hps) if isinstance(hps, dict) else {}
-        self._cached: tuple[str, torch.Tensor] | None = None
-
-    def _index_legacy(self):
-        f = self._file
-        if _IndexUnpickler(f).load() != _LEGACY_MAGIC:
-            raise ValueError("bad magic number")
-        if _IndexUnpickler(f).load() != _LEGACY_PROTOCOL:
-            raise ValueError("unsupported legacy protocol version")
-        sys_info = _IndexUnpickler(f).load()
-        if not sys_info.get("little_endian", True):
-            raise ValueError("big-endian checkpoints are not supported")
-        unpickler = _IndexUnpickler(f)
-        obj = unpickler.load()
-        keys = _IndexUnpickler(f).load()
-        position = f.tell()
-        storages = {}
-        for key in keys:
-            ref = unpickler.storages[str(key)]
-            storages[ref.key] = (ref, position + 8)  # after the int64 element count
-            position += 8 + ref.numel * _element_size(ref.dtype)
-        if position != self.path.stat().st_size:
-            raise ValueError(f"the storages end at byte {position} but the file has {self.path.stat().st_size} (truncated?)")
-        return obj, storages
-
-    def _index_zip(self):
-        self._zip = zipfile.ZipFile(self._file)
-        pkl = next((n for n in self._zip.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-        if pkl is None:
-            raise ValueError("zip archive without data.pkl")
-        prefix = pkl[: -len("data.pkl")]
-        unpickler = _IndexUnpickler(self._zip.open(pkl))
-        obj = unpickler.load()
-        storages = {ref.key: (ref, f"{prefix}data/{ref.key}") for ref in unpickler.storages.values()}
-        return obj, storages
-
-    def _read_storage(self, key: str) -> torch.Tensor:
-        ref, where = self._storages[key]
-        nbytes = ref.numel * _element_size(ref.dtype)
-        if self.format == "legacy":
-            self._file.seek(where - 8)
-            (count,) = struct.unpack("<q", self._file.read(8))
-            if count != ref.numel:
-                raise UserError(f"{self.path}: storage {key} holds {count} elements, the index says {ref.numel}")
-            data = bytearray(nbytes)
-            if self._file.readinto(data) != nbytes:
-                raise UserError(f"{self.path}: truncated in storage {key}")
-        else:
-            data = bytearray(self._zip.read(where))
-            if len(data) != nbytes:
-                raise UserError(f"{self.path}: storage {key} has {len(data)} bytes, expected {nbytes}")
-        self.bytes_read += nbytes
-        if nbytes == 0:
-            return torch.empty(0, dtype=ref.dtype)
-        return torch.frombuffer(data, dtype=ref.dtype)
+        self.tensors = {name.removeprefix("module."): ref for name, ref in tensors_of(self.obj["model"]).items()}
+        hps = self.obj.get("hps")
+        self.hps = plain(hps) if isinstance(hps, dict) else {}
 
     def order(self, names: Iterable[str]) -> list[str]:
         """``names`` sorted by where their bytes lie in the file (one forward pass over it)."""
-        position = {key: (where if self.format == "legacy" else key) for key, (_, where) in self._storages.items()}
-        return sorted(names, key=lambda n: (position[self.tensors[n].storage], self.tensors[n].offset))
+        return sorted(names, key=lambda n: self.position(self.tensors[n]))
 
     def tensor(self, name: str) -> torch.Tensor:
-        """The tensor ``name``, contiguous, in its stored dtype (the last storage read is kept)."""
-        ref = self.tensors[name]
-        if self._cached is None or self._cached[0] != ref.storage:
-            self._cached = None
-            self._cached = (ref.storage, self._read_storage(ref.storage))
-        storage = self._cached[1]
-        end = ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride)) + 1 if ref.numel else ref.offset
-        if end > storage.numel():
-            raise UserError(f"{self.path}: tensor {name} reaches past its storage")
-        return torch.as_strided(storage, ref.shape, ref.stride, ref.offset).clone()
-
-    def close(self) -> None:
-        self._cached = None
-        self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _element_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+        """The tensor ``name``, contiguous, in its stored dtype."""
+        return self.read(self.tensors[name])
 
 
 # ---------------------------------------------------------------- key filters
@@ -436,7 +205,7 @@ def convert(
         offset = 0
         for name in kept:
             ref = index.tensors[name]
-            nbytes = ref.numel * _element_size(ref.dtype)
+            nbytes = ref.numel * element_size(ref.dtype)
             header[name] = {"dtype": _ST_DTYPES[ref.dtype], "shape": list(ref.shape), "data_offsets": [offset, offset + nbytes]}
             offset += nbytes
         meta = dict(metadata, hps=json.dumps(index.hps, sort_keys=True, default=str), format=FORMAT_VERSION)
@@ -471,29 +240,6 @@ def load_compact(path: str | os.PathLike, expected: dict[str, tuple], device: to
         deeper = {k: s for k, s in shapes.items() if k in expected}
         check_keys(deeper, expected, str(path))
         return {k: cast(k, f.get_tensor(k).to(device)) for k in expected}
-
-
-@contextlib.contextmanager
-def exclusive(lock_path: Path):
-    """Hold an exclusive advisory lock on ``lock_path``: one process downloads and converts at a time."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        yield
-        return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def source_fingerprint(path: str | os.PathLike) -> str:
-    """Identifies a user-supplied checkpoint without hashing it: sha1 of (real path, size, mtime)."""
-    st = Path(path).stat()
-    return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
 def find_compact(folder: Path, stem: str, depth: int | None) -> Path | None:

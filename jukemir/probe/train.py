@@ -22,6 +22,7 @@ from pathlib import Path
 from ..cache import Layout, folder_name
 from ..errors import UserError
 from ..io import FileLock, read_json
+from ..workers import signals_held
 from .config import ProbeConfig
 from .data import load_probe_data
 from .run import run_is_done
@@ -107,8 +108,9 @@ def train_grid(
             bar = tqdm(total=len(todo), desc=what, unit="cfg", file=sys.stderr)
         stacks = [[c] for c in todo] if serial else [[todo[i] for i in s] for s in plan_stacks(todo)]
         started = time.time()
+        claims = _claimed(stacks, layout.probes(dataset, representation), serial)
         try:
-            for stack in _claimed(stacks, layout.probes(dataset, representation), serial):
+            for stack in claims:
                 # another worker may have finished some of them while this one waited for the claim
                 left = [
                     c for c in stack if not _finished_since(c, layout, data.fingerprint, overwrite, started)
@@ -122,6 +124,7 @@ def train_grid(
                 elif left:
                     train_probes(left, data, device=device, progress=bar, on_finish=save, precision=precision)
         finally:
+            claims.close()  # releases a claim held when training stopped, now rather than when collected
             if bar is not None:
                 bar.close()
     return [_run_summary(c, layout, "trained" if c.uid() in trained else "skipped") for c in cfgs]
@@ -140,26 +143,41 @@ def _claimed(stacks: list[list], folder: Path, serial: bool):
         key = stack[0].uid() if serial else json.dumps(stack_key(stack[0]))
         return FileLock(folder / ".claims" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".lock"))
 
+    held: list[FileLock] = []  # claims taken and not yet released: whatever stops this, they are released
+
+    def take(stack, wait: bool) -> bool:
+        lock = lock_of(stack)
+        while True:
+            with signals_held():  # an interrupt cannot fall between taking a claim and recording it
+                if lock.acquire():
+                    held.append(lock)
+                    return True
+            if not wait:
+                return False
+            time.sleep(0.05)
+
+    def release_last() -> None:
+        with signals_held():
+            held.pop().release()
+
     deferred = []
-    for stack in stacks:
-        lock = lock_of(stack)
-        if not lock.acquire():
-            deferred.append(stack)
-            continue
-        try:
+    try:
+        for stack in stacks:
+            if not take(stack, wait=False):
+                deferred.append(stack)
+                continue
             yield stack
-        finally:
-            lock.release()
-    if deferred:
-        print(f"jukemir probe: another worker is training {sum(map(len, deferred))} of these configs; "
-              "waiting to take over whatever it does not finish", file=sys.stderr)  # fmt: skip
-    for stack in deferred:
-        lock = lock_of(stack)
-        lock.acquire(wait=True)
-        try:
+            release_last()
+        if deferred:
+            print(f"jukemir probe: another worker is training {sum(map(len, deferred))} of these configs; "
+                  "waiting to take over whatever it does not finish", file=sys.stderr)  # fmt: skip
+        for stack in deferred:
+            take(stack, wait=True)
             yield stack
-        finally:
-            lock.release()
+            release_last()
+    finally:
+        while held:
+            release_last()
 
 
 def _finished_since(cfg, layout: Layout, features: str, overwrite: bool, started: float) -> bool:

@@ -1,4 +1,6 @@
-"""Decoding throughput: clips/s of the audio loader with N threads, resampling with kaiser_best, after warm-up.
+"""Decoding throughput: clips/s of the audio loader with N threads, after warm-up.
+
+Resampling is kaiser_best.
 
 Writes ``--clips`` synthetic music-like clips (``--seconds`` long, default 30 s
 at 22,050 Hz, 16-bit WAV, as GTZAN) and decodes them as Jukebox does: mono,
@@ -37,12 +39,24 @@ from jukemir import sinc
 
 CROP_SECONDS = 25
 TARGET_SR = 44100
-RATES = [(22050, 44100), (16000, 44100), (44100, 22050), (16000, 22050), (22050, 16000), (44100, 16000),
-         (48000, 44100), (48000, 22050), (48000, 16000)]  # fmt: skip
+RATES = [
+    (22050, 44100),
+    (16000, 44100),
+    (44100, 22050),
+    (16000, 22050),
+    (22050, 16000),
+    (44100, 16000),
+    (48000, 44100),
+    (48000, 22050),
+    (48000, 16000),
+]
 
 
 def write_clips(folder: Path, n: int, seconds: float, sr: int = 22050) -> list[Path]:
-    """``n`` music-like 16-bit WAV clips (harmonic notes with decays over a noise floor), distinct per clip."""
+    """``n`` music-like 16-bit WAV clips, distinct per clip.
+
+    Harmonic notes with decays over a noise floor.
+    """
     import soundfile as sf
 
     rng = np.random.default_rng(0)
@@ -97,15 +111,18 @@ def check_file(path: Path) -> None:
 
     x = A.load_audio(path)
     native = A.audio_info(path)[0]
-    print(f"fidelity on {path.name} ({native} Hz, {len(x) / native:.1f} s), max |new - librosa/resampy "
-          f"{_resampy_version()}|:")  # fmt: skip
+    print(
+        f"fidelity on {path.name} ({native} Hz, {len(x) / native:.1f} s), max |new - librosa/resampy "
+        f"{_resampy_version()}|:"
+    )
     for target in (44100, 22050, 16000):
         if target == native:
             continue
         ref = librosa.resample(x, orig_sr=native, target_sr=target, res_type="kaiser_best")
         new = sinc.resample(x, native, target, version=A.RESAMPY_VERSION)
         print(
-            f"  {native} -> {target}: {np.abs(new - ref).max():.3g} (identical samples {np.mean(new == ref):.6f})"
+            f"  {native} -> {target}: {np.abs(new - ref).max():.3g} "
+            f"(identical samples {np.mean(new == ref):.6f})"
         )
 
 
@@ -132,16 +149,22 @@ def main() -> None:
         "--check", type=Path, default=None, help="an audio file: new vs resampy at 44.1/22.05/16 kHz"
     )
     args = p.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()[0]:.1f}; "
-          f"jukemir.sinc as resampy {A.RESAMPY_VERSION}, old: resampy {_resampy_version()} via librosa")  # fmt: skip
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"load avg {os.getloadavg()[0]:.1f}; "
+        f"jukemir.sinc as resampy {A.RESAMPY_VERSION}, old: resampy {_resampy_version()} via librosa"
+    )
     if args.check:
         check_file(args.check)
     decoders = {"new": decode_new, "old": decode_old}
     with tempfile.TemporaryDirectory() as tmp:
         files = write_clips(Path(tmp), args.clips, args.seconds, args.sr)
         outputs = {}
-        print(f"decode ({args.clips} clips of {args.seconds:.0f} s at {args.sr} Hz -> {TARGET_SR} Hz, kaiser_best, "
-              f"normalised, first {CROP_SECONDS} s), warm:")  # fmt: skip
+        print(
+            f"decode ({args.clips} clips of {args.seconds:.0f} s at {args.sr} Hz -> {TARGET_SR} Hz, "
+            f"kaiser_best, "
+            f"normalised, first {CROP_SECONDS} s), warm:"
+        )
         for name in args.which.split(","):
             for workers in (int(w) for w in args.workers.split(",")):
                 cold, rate, out = measure(decoders[name], files, workers)

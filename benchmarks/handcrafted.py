@@ -59,10 +59,17 @@ def main(argv=None) -> int:
     for seconds in args.seconds:
         audios = clips(seconds, args.clips)
         for name in ("chroma", "mfcc"):
-            times = {mode: per_clip_seconds(get_representation(name, handcrafted_librosa=mode), audios, args.repeats)
-                     for mode in ("0.8.1", "installed")}  # fmt: skip
-            print(f"{seconds:>5g}s  {name:14s} {times['0.8.1'] * 1e3:>7.1f}ms {times['installed'] * 1e3:>8.1f}ms "
-                  f"{times['0.8.1'] / times['installed']:>6.2f}")  # fmt: skip
+            times = {
+                mode: per_clip_seconds(
+                    get_representation(name, handcrafted_librosa=mode), audios, args.repeats
+                )
+                for mode in ("0.8.1", "installed")
+            }
+            print(
+                f"{seconds:>5g}s  {name:14s} {times['0.8.1'] * 1e3:>7.1f}ms "
+                f"{times['installed'] * 1e3:>8.1f}ms "
+                f"{times['0.8.1'] / times['installed']:>6.2f}"
+            )
     return 0
 
 

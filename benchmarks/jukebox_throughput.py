@@ -1,4 +1,6 @@
-"""Jukebox extraction throughput, memory, fidelity and a kernel profile: the 5B prior truncated to 36 blocks, random weights.
+"""Jukebox extraction throughput, memory, fidelity and a kernel profile.
+
+The model is the 5B prior truncated to 36 blocks, with random weights.
 
 Builds the model the representation uses (VQ-VAE top-level encoder + top prior
 truncated after the deepest layer, on the meta device, random weights drawn on
@@ -60,10 +62,17 @@ from jukemir.representations.folder import run_folder  # noqa: E402
 from jukemir.representations.jukebox import Jukebox  # noqa: E402
 from jukemir.representations.jukebox import weights as W  # noqa: E402
 
-TINY = dict(prior_width=64, prior_depth=8, heads=2, n_ctx=256, blocks=16, l_bins=256, emb_width=16, width=8, depth=2)
-# Dense bf16/fp16 tensor-core peaks, TF32 tensor-core peaks and fp32 (non-tensor-core) peaks (TFLOP/s), by device.
-PEAKS = {"H100 PCIe": (756.0, 378.0, 51.0), "H100": (989.4, 494.7, 66.9), "H200": (989.4, 494.7, 66.9),
-         "A100": (312.0, 156.0, 19.5)}  # fmt: skip
+TINY = dict(
+    prior_width=64, prior_depth=8, heads=2, n_ctx=256, blocks=16, l_bins=256, emb_width=16, width=8, depth=2
+)
+# Dense bf16/fp16 tensor-core peaks, TF32 tensor-core peaks and fp32 (non-tensor-core) peaks
+# (TFLOP/s), by device.
+PEAKS = {
+    "H100 PCIe": (756.0, 378.0, 51.0),
+    "H100": (989.4, 494.7, 66.9),
+    "H200": (989.4, 494.7, 66.9),
+    "A100": (312.0, 156.0, 19.5),
+}
 
 
 def peak_tflops(device: torch.device, precision: str, override: float | None) -> float | None:
@@ -111,34 +120,71 @@ def measure_model(rep: Jukebox, audios: list, batch_size: int, peak: float | Non
     n = len(audios)
     tflops = n * rep.flops_per_clip() / seconds / 1e12
     share = f"{100 * tflops / peak:.1f}% of {peak:g}" if peak else "n/a (pass --peak-tflops)"
-    memory = f"{torch.cuda.max_memory_allocated(rep.device) / 2**30:.2f} GiB" if rep.device.type == "cuda" else "n/a (CPU)"
+    memory = (
+        f"{torch.cuda.max_memory_allocated(rep.device) / 2**30:.2f} GiB"
+        if rep.device.type == "cuda"
+        else "n/a (CPU)"
+    )
     line = (
-        f"  batch {batch_size:2d}: {n / seconds:8.3f} clips/s  {n * rep.prior.hps.n_ctx / seconds:10.0f} tokens/s  "
-        f"{tflops:9.4g} TFLOP/s  peak share {share}  peak device memory {memory}  (warm-up batch {warm:.1f} s)"
+        f"  batch {batch_size:2d}: {n / seconds:8.3f} clips/s  "
+        f"{n * rep.prior.hps.n_ctx / seconds:10.0f} tokens/s  "
+        f"{tflops:9.4g} TFLOP/s  peak share {share}  peak device memory {memory}  "
+        f"(warm-up batch {warm:.1f} s)"
     )
     return line, features
 
 
 def fidelity(ref: np.ndarray, out: np.ndarray) -> str:
-    """Worst and mean cosine similarity and relative L2 error of per-clip feature vectors ``out`` vs ``ref``."""
+    """Worst and mean cosine similarity and relative L2 error.
+
+    Of per-clip feature vectors ``out`` vs ``ref``.
+    """
     ref, out = ref.reshape(len(ref), -1).astype(np.float64), out.reshape(len(out), -1).astype(np.float64)
     cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
     rel = np.linalg.norm(out - ref, axis=1) / np.linalg.norm(ref, axis=1)
-    return (f"cosine min {cos.min():.6f} mean {cos.mean():.6f}; relative L2 error max {rel.max():.3e} "
-            f"mean {rel.mean():.3e} ({len(ref)} clips)")  # fmt: skip
+    return (
+        f"cosine min {cos.min():.6f} mean {cos.mean():.6f}; relative L2 error max {rel.max():.3e} "
+        f"mean {rel.mean():.3e} ({len(ref)} clips)"
+    )
 
 
 CATEGORIES = [  # (category, aten ops): a kernel goes to the outermost op of its call stack found here
-    ("matrix products", ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")),
-    ("attention", ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention",
-                   "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention")),
+    (
+        "matrix products",
+        ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm"),
+    ),
+    (
+        "attention",
+        (
+            "aten::scaled_dot_product_attention",
+            "aten::_scaled_dot_product_flash_attention",
+            "aten::_scaled_dot_product_efficient_attention",
+            "aten::_scaled_dot_product_cudnn_attention",
+        ),
+    ),
     ("layer norm", ("aten::layer_norm", "aten::native_layer_norm")),
     ("casts", ("aten::to", "aten::_to_copy")),
-    ("copies/reshapes", ("aten::reshape", "aten::contiguous", "aten::clone", "aten::cat", "aten::pad",
-                         "aten::constant_pad_nd", "aten::copy_", "aten::zeros_like", "aten::zeros", "aten::fill_",
-                         "aten::zero_")),
-    ("elementwise (gelu, adds)", ("aten::add", "aten::add_", "aten::mul", "aten::sigmoid", "aten::silu", "aten::div")),
-]  # fmt: skip
+    (
+        "copies/reshapes",
+        (
+            "aten::reshape",
+            "aten::contiguous",
+            "aten::clone",
+            "aten::cat",
+            "aten::pad",
+            "aten::constant_pad_nd",
+            "aten::copy_",
+            "aten::zeros_like",
+            "aten::zeros",
+            "aten::fill_",
+            "aten::zero_",
+        ),
+    ),
+    (
+        "elementwise (gelu, adds)",
+        ("aten::add", "aten::add_", "aten::mul", "aten::sigmoid", "aten::silu", "aten::div"),
+    ),
+]
 VQVAE_RANGE = "VQ-VAE encoder"
 
 
@@ -190,15 +236,24 @@ def profile(rep: Jukebox, audios: list, batch_size: int) -> None:
         if t > 0 and ev.name != VQVAE_RANGE:
             totals[categorise(ev)] += t
     total = sum(totals.values())
-    what = "device (kernel) time" if cuda else "CPU self time (no GPU: the categories, not the shares, carry over)"
-    print(f"profile of one forward, batch {batch_size}, precision {rep.precision}: {total / 1e3:.1f} ms of {what}")
+    what = (
+        "device (kernel) time"
+        if cuda
+        else "CPU self time (no GPU: the categories, not the shares, carry over)"
+    )
+    print(
+        f"profile of one forward, batch {batch_size}, precision {rep.precision}: "
+        f"{total / 1e3:.1f} ms of {what}"
+    )
     for category, t in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {category:<34} {t / 1e3:10.2f} ms  {100 * t / total:5.1f} %")
     sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     try:
         table = prof.key_averages().table(sort_by=sort_by, row_limit=15, max_name_column_width=60)
     except Exception:  # noqa: BLE001 - the sort key's name changed across torch versions
-        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=60)
+        table = prof.key_averages().table(
+            sort_by="self_device_time_total", row_limit=15, max_name_column_width=60
+        )
     print("  top ops by self time:")
     print("\n".join("    " + line for line in table.splitlines()))
 
@@ -226,26 +281,41 @@ def ram_check() -> None:
             "print(base, hwm())\n"
         )
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
         base_kb, peak_kb = map(int, out.stdout.split())
-        print(f"ram-check: legacy checkpoint {src.stat().st_size / 1e9:.2f} GB (width {width}, {depth} blocks) -> "
-              f"{keep} blocks, {dst.stat().st_size / 1e9:.2f} GB")
-        print(f"  converter peak RSS {peak_kb / 2**20:.2f} GiB (interpreter with torch: {base_kb / 2**20:.2f} GiB; "
-              f"the largest single storage is the 8192x4800 fp32 position embedding, 0.16 GB)")
+        print(
+            f"ram-check: legacy checkpoint {src.stat().st_size / 1e9:.2f} GB "
+            f"(width {width}, {depth} blocks) -> "
+            f"{keep} blocks, {dst.stat().st_size / 1e9:.2f} GB"
+        )
+        print(
+            f"  converter peak RSS {peak_kb / 2**20:.2f} GiB "
+            f"(interpreter with torch: {base_kb / 2**20:.2f} GiB; "
+            f"the largest single storage is the 8192x4800 fp32 position embedding, 0.16 GB)"
+        )
 
 
 def _prior_shapes(width: int, depth: int, head: bool = True, n_ctx: int = 8192, l_bins: int = 2048) -> dict:
     s = width // 4
     shapes = {
-        "y_emb.bow_genre_emb.emb.weight": (120, width), "y_emb.artist_emb.emb.weight": (4111, width),
-        "y_emb.total_length_emb.emb.weight": (128, width), "y_emb.absolute_pos_emb.emb.weight": (128, width),
+        "y_emb.bow_genre_emb.emb.weight": (120, width),
+        "y_emb.artist_emb.emb.weight": (4111, width),
+        "y_emb.total_length_emb.emb.weight": (128, width),
+        "y_emb.absolute_pos_emb.emb.weight": (128, width),
         "y_emb.relative_pos_emb.emb.weight": (128, width),
-        "prior.x_emb.weight": (l_bins, width), "prior.pos_emb.pos_emb": (n_ctx, width),
+        "prior.x_emb.weight": (l_bins, width),
+        "prior.pos_emb.pos_emb": (n_ctx, width),
     }
     for d in range(depth):
         b = f"prior.transformer._attn_mods.{d}"
-        for name, shape in (("attn.c_attn", (width, 3 * s)), ("attn.c_proj", (s, width)),
-                            ("mlp.c_fc", (width, width)), ("mlp.c_proj", (width, width))):
+        for name, shape in (
+            ("attn.c_attn", (width, 3 * s)),
+            ("attn.c_proj", (s, width)),
+            ("mlp.c_fc", (width, width)),
+            ("mlp.c_proj", (width, width)),
+        ):
             shapes[f"{b}.{name}.w"], shapes[f"{b}.{name}.b"] = shape, (shape[1],)
         for ln in ("ln_0", "ln_1"):
             shapes[f"{b}.{ln}.weight"], shapes[f"{b}.{ln}.bias"] = (width,), (width,)
@@ -258,31 +328,49 @@ def print_memory_arithmetic() -> None:
     full = W.prior_bytes(4800, 72, 8192, 2048)
     compact = W.prior_bytes(4800, 36, 8192, 2048, output_head=False)
     print("5B prior checkpoint arithmetic (bytes):")
-    print(f"  72 blocks: fp16 Conv1D {full['conv_fp16']:,} + fp32 biases/LayerNorms {full['small_fp32']:,} + "
-          f"fp32 embeddings {full['embeddings']:,} = {full['total']:,} (file: {W.PRIOR_5B_SIZE:,})")
-    print(f"  compact 36 blocks: {compact['total']:,}; conversion holds <= 2 x 157,286,400 (position embedding)")
+    print(
+        f"  72 blocks: fp16 Conv1D {full['conv_fp16']:,} + fp32 biases/LayerNorms {full['small_fp32']:,} + "
+        f"fp32 embeddings {full['embeddings']:,} = {full['total']:,} (file: {W.PRIOR_5B_SIZE:,})"
+    )
+    print(
+        f"  compact 36 blocks: {compact['total']:,}; conversion holds <= 2 x 157,286,400 (position embedding)"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="a tiny config (CPU smoke run)")
     p.add_argument("--device", default=None)
-    p.add_argument("--modes", default="bf16", help="comma-separated, e.g. bf16,bf16+fuse,bf16+fuse+compile,fp32,tf32")
+    p.add_argument(
+        "--modes", default="bf16", help="comma-separated, e.g. bf16,bf16+fuse,bf16+fuse+compile,fp32,tf32"
+    )
     p.add_argument("--precision", default=None, help="shorthand for --modes with one plain precision")
-    p.add_argument("--layers", default="36", help="comma-separated blocks (the prior is truncated after the deepest)")
+    p.add_argument(
+        "--layers", default="36", help="comma-separated blocks (the prior is truncated after the deepest)"
+    )
     p.add_argument("--clips", type=int, default=None, help="clips to run (default 32 on GPU, 8 with --tiny)")
-    p.add_argument("--fp32-clips", type=int, default=None, help="clips for fp32/tf32 modes (default: --clips)")
+    p.add_argument(
+        "--fp32-clips", type=int, default=None, help="clips for fp32/tf32 modes (default: --clips)"
+    )
     p.add_argument("--seconds", type=float, default=30.0, help="clip length; written at 22,050 Hz")
-    p.add_argument("--batch-size", type=int, default=None, help="end-to-end batch size (default 4 on GPU, 2 on CPU)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="end-to-end batch size (default 4 on GPU, 2 on CPU)"
+    )
     p.add_argument("--batch-sizes", default=None, help="model-only batch sizes (default 1 and --batch-size)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding threads")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run_folder measurement")
     p.add_argument("--profile", action="store_true", help="kernel table of one forward of the first mode")
     p.add_argument("--profile-batch", type=int, default=1)
-    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the share (known GPUs are looked up)")
+    p.add_argument(
+        "--peak-tflops", type=float, default=None, help="device peak for the share (known GPUs are looked up)"
+    )
     p.add_argument("--features-out", type=Path, default=None, help="save each mode's pooled features (.npz)")
-    p.add_argument("--reference", type=Path, default=None, help="an --features-out file whose fp32 features to compare")
-    p.add_argument("--ram-check", action="store_true", help="only measure the streaming conversion's peak RSS")
+    p.add_argument(
+        "--reference", type=Path, default=None, help="an --features-out file whose fp32 features to compare"
+    )
+    p.add_argument(
+        "--ram-check", action="store_true", help="only measure the streaming conversion's peak RSS"
+    )
     args = p.parse_args()
 
     print_memory_arithmetic()
@@ -297,18 +385,30 @@ def main() -> None:
         layers = [min(x, TINY["prior_depth"]) for x in layers]
     n_clips = args.clips or (8 if args.tiny else 32)
     batch_size = args.batch_size or (4 if device.type == "cuda" else 2)
-    batch_sizes = [int(x) for x in args.batch_sizes.split(",")] if args.batch_sizes else sorted({1, batch_size})
-    print(f"torch {torch.__version__}, device {device} "
-          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), {os.cpu_count()} cpus")  # fmt: skip
+    batch_sizes = (
+        [int(x) for x in args.batch_sizes.split(",")] if args.batch_sizes else sorted({1, batch_size})
+    )
+    print(
+        f"torch {torch.__version__}, device {device} "
+        f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), {os.cpu_count()} cpus"
+    )
 
     def build(mode: str, batch: int) -> Jukebox:
         start = time.perf_counter()
-        rep = Jukebox(device=str(device), layers=layers, weights="random", hps=TINY if args.tiny else None,
-                      batch_size=batch, **options[mode])  # fmt: skip
+        rep = Jukebox(
+            device=str(device),
+            layers=layers,
+            weights="random",
+            hps=TINY if args.tiny else None,
+            batch_size=batch,
+            **options[mode],
+        )
         sync(device)
         params = sum(t.numel() for t in rep.prior.state_dict().values())
-        print(f"[{mode}] {rep.prior.depth} blocks of width {rep.dim}, {params / 1e6:,.1f} M prior parameters, "
-              f"built in {time.perf_counter() - start:.1f} s")  # fmt: skip
+        print(
+            f"[{mode}] {rep.prior.depth} blocks of width {rep.dim}, {params / 1e6:,.1f} M prior parameters, "
+            f"built in {time.perf_counter() - start:.1f} s"
+        )
         return rep
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,11 +417,15 @@ def main() -> None:
         files = write_clips(inputs, n_clips, args.seconds)
         rep = build(modes[0], batch_size)
         prior_flops = rep.prior.flops_per_token() * rep.prior.hps.n_ctx
-        print(f"FLOPs per clip: {rep.flops_per_clip() / 1e12:.4g} TFLOP (prior {prior_flops / 1e12:.4g} TFLOP, "
-              f"VQ-VAE encoder {rep.vqvae.flops(rep.crop_samples) / 1e9:.1f} GFLOP)")  # fmt: skip
+        print(
+            f"FLOPs per clip: {rep.flops_per_clip() / 1e12:.4g} TFLOP (prior {prior_flops / 1e12:.4g} TFLOP, "
+            f"VQ-VAE encoder {rep.vqvae.flops(rep.crop_samples) / 1e9:.1f} GFLOP)"
+        )
         cold, rate, audios = measure_decode(rep.load, files, args.workers)
-        print(f"decode only ({args.workers} threads, {args.seconds:.0f} s clips at 22,050 Hz -> 44.1 kHz, "
-              f"kaiser_best, warm): {rate:.2f} clips/s (first call, cold: {cold:.2f} s)")  # fmt: skip
+        print(
+            f"decode only ({args.workers} threads, {args.seconds:.0f} s clips at 22,050 Hz -> 44.1 kHz, "
+            f"kaiser_best, warm): {rate:.2f} clips/s (first call, cold: {cold:.2f} s)"
+        )
 
         if not args.no_e2e:
             rep.batch_size = rep.preferred_batch = batch_size
@@ -334,10 +438,15 @@ def main() -> None:
             seconds = time.perf_counter() - start
             if not report.ok:
                 raise SystemExit(f"end-to-end run failed: {report.failed[:3]}")
-            memory = (f", peak device memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-                      if device.type == "cuda" else "")  # fmt: skip
-            print(f"[{modes[0]}] end to end (run_folder, batch {batch_size}, {args.workers} decoding threads, "
-                  f"{n_clips} clips): {n_clips / seconds:.3f} clips/s{memory}")  # fmt: skip
+            memory = (
+                f", peak device memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+                if device.type == "cuda"
+                else ""
+            )
+            print(
+                f"[{modes[0]}] end to end (run_folder, batch {batch_size}, {args.workers} decoding threads, "
+                f"{n_clips} clips): {n_clips / seconds:.3f} clips/s{memory}"
+            )
         if args.profile:
             try:
                 profile(rep, audios, args.profile_batch)

@@ -1,4 +1,6 @@
-"""Estimate the whole paper grid (4 datasets x 6 representations x 216 configs) on a device from a roofline model.
+"""Estimate the whole paper grid on a device from a roofline model.
+
+The grid is 4 datasets x 6 representations x 216 configs.
 
 No GPU is needed: the model counts, per update of each stack of the
 vectorised trainer, the arithmetic of the first-layer products (forward and
@@ -43,8 +45,12 @@ from jukemir.datasets import get_dataset  # noqa: E402
 from jukemir.representations import DIMS  # noqa: E402
 
 # (train, valid) examples of each dataset's probe splits (docs/datasets.md)
-SPLITS = {"gtzan_ff": (443, 197), "giantsteps_clips": (3687, 942), "magnatagatune": (18706, 1825),
-          "emomusic": (504, 115)}  # fmt: skip
+SPLITS = {
+    "gtzan_ff": (443, 197),
+    "giantsteps_clips": (3687, 942),
+    "magnatagatune": (18706, 1825),
+    "emomusic": (504, 115),
+}
 STACKS = [((), 64), ((), 256), ((512,), 64), ((512,), 256)]  # (hidden, batch size): 54 configs each
 CONFIGS_PER_STACK = 54
 
@@ -62,8 +68,16 @@ class Device:
 H100 = dict(fp32=67e12, bf16=989e12, bandwidth=3.35e12)
 
 
-def stack_seconds(device: Device, precision: str, dim: int, outputs: int, hidden: tuple, batch: int,
-                  n_valid: int, configs: int = CONFIGS_PER_STACK) -> float:  # fmt: skip
+def stack_seconds(
+    device: Device,
+    precision: str,
+    dim: int,
+    outputs: int,
+    hidden: tuple,
+    batch: int,
+    n_valid: int,
+    configs: int = CONFIGS_PER_STACK,
+) -> float:
     """Modelled seconds of one update of one stack (amortised validation included)."""
     width = hidden[0] if hidden else outputs
     first = (dim + 1) * width
@@ -75,7 +89,9 @@ def stack_seconds(device: Device, precision: str, dim: int, outputs: int, hidden
     traffic = configs * (first + rest) * 32  # gradient write + fused Adam (read p, g, m, v; write p, m, v)
     if precision == "bf16":
         traffic += configs * first * 14  # weights to bf16 (4 + 2), gradient back to fp32 (2 + 2 + 4)
-    return products / rate + small / device.fp32_flops + traffic / device.bandwidth + device.host_s[len(hidden)]
+    return (
+        products / rate + small / device.fp32_flops + traffic / device.bandwidth + device.host_s[len(hidden)]
+    )
 
 
 def grid_seconds(device: Device, precision: str, updates: int) -> dict:
@@ -85,7 +101,8 @@ def grid_seconds(device: Device, precision: str, updates: int) -> dict:
         outputs = get_dataset(dataset).num_outputs
         for rep, dim in DIMS.items():
             out[dataset, rep] = updates * sum(
-                stack_seconds(device, precision, dim, outputs, hidden, batch, n_valid) for hidden, batch in STACKS
+                stack_seconds(device, precision, dim, outputs, hidden, batch, n_valid)
+                for hidden, batch in STACKS
             )
     return out
 
@@ -109,8 +126,10 @@ def measure_host(short: int = 32, long: int = 512, repeats: int = 3) -> dict:
     for stack in plan_stacks(cfgs):
         if cfgs[stack[0]]["batch_size"] != 64:
             continue
-        members = [ProbeConfig({**cfgs[i], "hidden_layer_sizes": [8] if cfgs[i]["hidden_layer_sizes"] else []})
-                   for i in stack]  # fmt: skip
+        members = [
+            ProbeConfig({**cfgs[i], "hidden_layer_sizes": [8] if cfgs[i]["hidden_layer_sizes"] else []})
+            for i in stack
+        ]
         train_probes(capped(members, 8, n_train), data, device="cpu", progress=False)  # warm up
         best = {}
         for n in (short, long):
@@ -135,7 +154,7 @@ def measure_cpu(host: dict) -> Device:
     rates = {}
     for dtype in (torch.float32, torch.bfloat16):
         x, w = torch.randn(64, 4800, dtype=dtype), torch.randn(4800, 512, dtype=dtype)
-        rates[dtype] = 2 * 64 * 4800 * 512 / timed(lambda: torch.mm(x, w))
+        rates[dtype] = 2 * 64 * 4800 * 512 / timed(lambda x=x, w=w: torch.mm(x, w))
     a = torch.ones(1 << 28)  # 1 GiB
     b = torch.empty_like(a)
     bandwidth = 2 * a.numel() * 4 / timed(lambda: b.copy_(a), 3)
@@ -152,14 +171,24 @@ def calibrate(device: Device, updates: int = 32) -> None:
     data = synthetic_data("gtzan")
     cfgs = capped(paper_grid_cfgs(data.dataset, data.representation), updates, len(data.uids["train"]))
     print(f"\nmodel vs measurement, GTZAN-sized stacks, {updates} updates each, on {device.name}:")
-    print(f"  fp32 products {device.fp32_flops / 1e9:.0f} GFLOP/s, bf16 {device.bf16_flops / 1e9:.0f} GFLOP/s, "
-          f"copy bandwidth {device.bandwidth / 1e9:.1f} GB/s")  # fmt: skip
+    print(
+        f"  fp32 products {device.fp32_flops / 1e9:.0f} GFLOP/s, bf16 {device.bf16_flops / 1e9:.0f} GFLOP/s, "
+        f"copy bandwidth {device.bandwidth / 1e9:.1f} GB/s"
+    )
     print(f"  {'stack':>16} {'precision':>9} {'model':>8} {'measured':>9} {'ratio':>6}")
     for precision in ("fp32", "bf16"):
         for stack in plan_stacks(cfgs):
             hidden, batch, _ = stack_key(cfgs[stack[0]])
-            model = updates * stack_seconds(device, precision, data.num_features, data.spec.num_outputs, hidden,
-                                            batch, len(data.uids["valid"]), len(stack))  # fmt: skip
+            model = updates * stack_seconds(
+                device,
+                precision,
+                data.num_features,
+                data.spec.num_outputs,
+                hidden,
+                batch,
+                len(data.uids["valid"]),
+                len(stack),
+            )
             t0 = time.time()
             train_probes([cfgs[i] for i in stack], data, device="cpu", progress=False, precision=precision)
             measured = time.time() - t0
@@ -168,25 +197,42 @@ def calibrate(device: Device, updates: int = 32) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--updates", type=int, default=8192, help="updates per stack (see above)")
-    parser.add_argument("--derate-flops", type=float, default=0.4, help="fraction of peak product rate reached")
+    parser.add_argument(
+        "--derate-flops", type=float, default=0.4, help="fraction of peak product rate reached"
+    )
     parser.add_argument("--derate-bw", type=float, default=0.7, help="fraction of peak bandwidth reached")
     parser.add_argument("--calibrate", action="store_true", help="also check the model against this CPU")
     args = parser.parse_args()
     host = measure_host()
-    print(f"host cost per stacked update, measured here: linear {host[0] * 1e3:.2f} ms, MLP {host[1] * 1e3:.2f} ms")
-    gpu = Device(f"H100 (datasheet x {args.derate_flops} flops, x {args.derate_bw} bandwidth)",
-                 H100["fp32"] * args.derate_flops, H100["bf16"] * args.derate_flops,
-                 H100["bandwidth"] * args.derate_bw, host)  # fmt: skip
-    print(f"paper grid: {len(SPLITS)} datasets x {len(DIMS)} representations x {len(STACKS) * CONFIGS_PER_STACK} "
-          f"configs, {args.updates} updates per stack, on {gpu.name}")  # fmt: skip
+    print(
+        f"host cost per stacked update, measured here: linear {host[0] * 1e3:.2f} ms, "
+        f"MLP {host[1] * 1e3:.2f} ms"
+    )
+    gpu = Device(
+        f"H100 (datasheet x {args.derate_flops} flops, x {args.derate_bw} bandwidth)",
+        H100["fp32"] * args.derate_flops,
+        H100["bf16"] * args.derate_flops,
+        H100["bandwidth"] * args.derate_bw,
+        host,
+    )
+    print(
+        f"paper grid: {len(SPLITS)} datasets x {len(DIMS)} representations x "
+        f"{len(STACKS) * CONFIGS_PER_STACK} "
+        f"configs, {args.updates} updates per stack, on {gpu.name}"
+    )
     for precision in ("fp32", "bf16"):
         per_pair = grid_seconds(gpu, precision, args.updates)
         worst = max(per_pair, key=per_pair.get)
         host_share = args.updates * len(per_pair) * sum(host[len(h)] for h, _ in STACKS)
-        print(f"  {precision}: {sum(per_pair.values()) / 60:6.1f} min in all ({host_share / 60:.1f} min of it host time); "
-              f"slowest pair {worst[0]}/{worst[1]} {per_pair[worst]:.0f} s")  # fmt: skip
+        print(
+            f"  {precision}: {sum(per_pair.values()) / 60:6.1f} min in all "
+            f"({host_share / 60:.1f} min of it host time); "
+            f"slowest pair {worst[0]}/{worst[1]} {per_pair[worst]:.0f} s"
+        )
     if args.calibrate:
         calibrate(measure_cpu(host))
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jukemir.representations.base import Representation
 
+
 def setup_choi(workdir: Path) -> Representation:
     from jukemir.representations.choi import Choi
 
@@ -61,7 +62,9 @@ def setup_musicnn(workdir: Path) -> Representation:
         return Musicnn(device="cpu", weights=converted[0])
     rng = np.random.default_rng(0)
     state = {
-        name: (np.ones(shape) if name.endswith("variance") else 0.05 * rng.standard_normal(shape)).astype(np.float32)
+        name: (np.ones(shape) if name.endswith("variance") else 0.05 * rng.standard_normal(shape)).astype(
+            np.float32
+        )
         for name, shape in tf_variables("MSD_musicnn_big").items()
     }
     path = workdir / "MSD_musicnn_big_random.npz"

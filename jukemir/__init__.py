@@ -28,7 +28,8 @@ def get_representation(name: str, **options):
 
 
 def extract(representation, input_dir, output_dir, **kwargs):
-    """Embed every file of ``input_dir`` into ``output_dir/<stem>.npy`` (see :func:`jukemir.representations.folder.run_folder`)."""
+    """Embed every file of ``input_dir`` into ``output_dir/<stem>.npy`` (see
+    :func:`jukemir.representations.folder.run_folder`)."""
     from .representations.folder import run_folder
 
     return run_folder(representation, input_dir, output_dir, **kwargs)

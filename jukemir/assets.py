@@ -48,10 +48,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Iterable, Iterator, Sequence
+from typing import IO
 
 from . import cache
 from .errors import JukemirError, UserError, one_line
@@ -90,7 +91,9 @@ class Asset:
     def __post_init__(self):
         object.__setattr__(self, "urls", tuple(self.urls))
         if self.checksum is not None and len(self.checksum) not in _ALGORITHMS:
-            raise UserError(f"asset {self.tag}: checksum of length {len(self.checksum)} is not md5/sha1/sha256")
+            raise UserError(
+                f"asset {self.tag}: checksum of length {len(self.checksum)} is not md5/sha1/sha256"
+            )
         for rel in (self.path_rel, self.mirror_path):
             if rel is not None and (Path(rel).is_absolute() or ".." in Path(rel).parts):
                 raise UserError(f"asset {self.tag}: {rel} must be a relative path without '..'")
@@ -198,7 +201,10 @@ def _candidate_urls(asset: Asset, mirror: str | None) -> list[str]:
 def without_network_hint(asset: Asset, dest: Path) -> str:
     """How to provide ``asset`` without a download: its place in the cache, a mirror, the asset's own hint."""
     where = asset.mirror_path or asset.path_rel
-    text = f"without network, put the file at {dest}, or pass --mirror DIR_OR_URL (or set {MIRROR_ENV}) holding it as {where}"
+    text = (
+        f"without network, put the file at {dest}, "
+        f"or pass --mirror DIR_OR_URL (or set {MIRROR_ENV}) holding it as {where}"
+    )
     return text + (f", or {asset.hint}" if asset.hint else "")
 
 
@@ -265,8 +271,12 @@ def retrieve(
         return dest
     urls = _candidate_urls(asset, mirror)
     if not urls:
-        raise DownloadError(f"asset {asset.tag}: no URL to download it from; {without_network_hint(asset, dest)}")
-    with FileLock(dest.with_name(dest.name + ".lock"), waiting=f"{dest}: another process is downloading it; waiting"):
+        raise DownloadError(
+            f"asset {asset.tag}: no URL to download it from; {without_network_hint(asset, dest)}"
+        )
+    with FileLock(
+        dest.with_name(dest.name + ".lock"), waiting=f"{dest}: another process is downloading it; waiting"
+    ):
         if dest.is_file():
             if verify(asset, dest):
                 return dest  # another process finished it while this one waited
@@ -281,7 +291,7 @@ def _download(asset: Asset, dest: Path, urls: list[str], retries, backoff, timeo
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(desc=asset.tag, unit="B", unit_scale=True, leave=False, dynamic_ncols=True)
+        bar = tqdm(desc=asset.tag, unit="B", unit_scale=True, leave=False, dynamic_ncols=True, disable=None)
 
     last_was_mismatch = [False]
 
@@ -319,7 +329,9 @@ def _download(asset: Asset, dest: Path, urls: list[str], retries, backoff, timeo
                         return dest
                     got = file_checksum(part, asset.algorithm)
                     part.unlink(missing_ok=True)
-                    failed(url, f"checksum mismatch ({asset.algorithm} {got}, expected {asset.checksum})", True)
+                    failed(
+                        url, f"checksum mismatch ({asset.algorithm} {got}, expected {asset.checksum})", True
+                    )
                     if resumed:
                         continue  # the kept bytes were bad: start this URL over from zero
                     break
@@ -329,7 +341,9 @@ def _download(asset: Asset, dest: Path, urls: list[str], retries, backoff, timeo
     finally:
         if bar is not None:
             bar.close()
-    tried = "; ".join(f"{url}: {reason}" + (f" ({n} tries)" if n > 1 else "") for url, (reason, n) in failures.items())
+    tried = "; ".join(
+        f"{url}: {reason}" + (f" ({n} tries)" if n > 1 else "") for url, (reason, n) in failures.items()
+    )
     if last_was_mismatch[0]:
         raise ChecksumError(f"asset {asset.tag}: {tried}")
     raise DownloadError(f"asset {asset.tag}: download failed ({tried}); {without_network_hint(asset, dest)}")
@@ -400,7 +414,9 @@ def retrieve_many(
             return None, str(exc)
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for path, err in tqdm(pool.map(one, assets), total=len(assets), desc="download", unit="file"):
+        for path, err in tqdm(
+            pool.map(one, assets), total=len(assets), desc="download", unit="file", disable=None
+        ):
             (paths.append(path) if path else errors.append(err))
     return paths, errors
 
@@ -442,8 +458,10 @@ def archive_members(
                 yield member, functools.partial(zf.open, info)
         return
     if not hasattr(tarfile, "data_filter"):
-        raise UserError(f"{archive}: unpacking a tar archive safely needs tarfile's data filter (PEP 706): "
-                        "Python 3.10.12, 3.11.4, 3.12 or later")  # fmt: skip
+        raise UserError(
+            f"{archive}: unpacking a tar archive safely needs tarfile's data filter (PEP 706): "
+            "Python 3.10.12, 3.11.4, 3.12 or later"
+        )
     try:
         tf = tarfile.open(archive, "r:*")
     except tarfile.TarError as exc:
@@ -482,7 +500,10 @@ def unpack(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     if done():
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    with FileLock(marker.with_name(marker.name + ".lock"), waiting=f"{archive}: another process is unpacking it; waiting"):
+    with FileLock(
+        marker.with_name(marker.name + ".lock"),
+        waiting=f"{archive}: another process is unpacking it; waiting",
+    ):
         if done():
             return dest
         for member, open_member in archive_members(archive, dest):

@@ -40,7 +40,9 @@ import numpy as np
 from .errors import UserError
 
 RESAMPLERS = ("kaiser_best", "kaiser_fast", "fft", "soxr_hq")
-RESAMPY_VERSION = "0.2"  # whose kaiser_best/kaiser_fast numbers: "0.2" (the originals') or "0.4" (resampy >= 0.3)
+RESAMPY_VERSION = (
+    "0.2"  # whose kaiser_best/kaiser_fast numbers: "0.2" (the originals') or "0.4" (resampy >= 0.3)
+)
 _IMPORT_LOCK = threading.Lock()  # decoding threads must not race on librosa's lazy imports
 
 
@@ -54,7 +56,11 @@ class AudioError(UserError):
 
 
 def resample(
-    audio: np.ndarray, orig_sr: int, target_sr: int, resampler: str = "kaiser_best", resampy: str = RESAMPY_VERSION
+    audio: np.ndarray,
+    orig_sr: int,
+    target_sr: int,
+    resampler: str = "kaiser_best",
+    resampy: str = RESAMPY_VERSION,
 ) -> np.ndarray:
     """Resample a 1-D float32 signal from ``orig_sr`` to ``target_sr`` Hz with ``resampler``.
 
@@ -194,7 +200,9 @@ def _readable_file(path: str | os.PathLike) -> Path:
     """``path`` if it is a non-empty regular file this process can read, else AudioError saying why."""
     path = Path(path)
     if not path.exists():
-        raise AudioError(path, f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "no such file")
+        raise AudioError(
+            path, f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "no such file"
+        )
     if path.is_dir():
         raise AudioError(path, "is a directory, not an audio file")
     if not path.is_file():  # opening a FIFO would block

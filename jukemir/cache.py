@@ -50,7 +50,8 @@ def check_name(name: str, what: str = "name") -> str:
 
 
 def folder_name(representation: str) -> str:
-    """The folder name of a representation (deterministic, and ``folder_name(folder_name(x)) == folder_name(x)``).
+    """The folder name of a representation (deterministic, and
+    ``folder_name(folder_name(x)) == folder_name(x)``).
 
     A name :func:`check_name` accepts is its own folder name. A name with a
     ``:`` (``hf:facebook/wav2vec2-base``, ``hear:hearbaseline.vqt``,

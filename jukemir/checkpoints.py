@@ -63,8 +63,20 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 # What a restricted unpickler over arbitrary bytes can raise (MemoryError: a corrupt length field
 # asking for more bytes than exist).
-_MALFORMED = (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-              struct.error, zipfile.BadZipFile, OverflowError, MemoryError, RecursionError)  # fmt: skip
+_MALFORMED = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    struct.error,
+    zipfile.BadZipFile,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,8 @@ def _layers(text: str) -> list[int] | str:
 
 
 def _option(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` -> (key, value): the value as JSON when it parses (numbers, true, null, lists), else the text."""
+    """``KEY=VALUE`` -> (key, value): the value as JSON when it parses (numbers, true, null, lists),
+    else the text."""
     import json
 
     key, sep, value = text.partition("=")
@@ -73,52 +74,163 @@ def _add_extract(sub):
         "status is non-zero if any file failed. Failures are also logged to\n"
         "OUTPUT_DIR/.jukemir/errors.jsonl.",
     )
-    p.add_argument("representation", help="chroma, mfcc, choi, musicnn, clmr, jukebox, mert-v1-95m, mert-v1-330m, "
-                   "clap-music, an installed plugin's name, hf:<model id or folder>, hear:<module> or module:Class")
-    p.add_argument("input_dir", nargs="?", default=None,
-                   help="folder of audio files (default in a container: /input)")
-    p.add_argument("output_dir", nargs="?", default=None,
-                   help="folder for the <stem>.npy outputs, created if needed (default in a container: /output)")
-    p.add_argument("--dataset", default=None, help="instead of INPUT_DIR OUTPUT_DIR: <cache>/processed/DATASET/wav into "
-                   "<cache>/representations/DATASET/<the representation's folder name>")
-    p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="files per batch (with --batch_idx)")
-    p.add_argument("--batch_idx", "--batch-idx", type=int, default=None, help="process only batch I of the sorted list")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="audio-decoding threads running ahead of the model")
+    p.add_argument(
+        "representation",
+        help="chroma, mfcc, choi, musicnn, clmr, jukebox, mert-v1-95m, mert-v1-330m, "
+        "clap-music, an installed plugin's name, hf:<model id or folder>, hear:<module> or module:Class",
+    )
+    p.add_argument(
+        "input_dir", nargs="?", default=None, help="folder of audio files (default in a container: /input)"
+    )
+    p.add_argument(
+        "output_dir",
+        nargs="?",
+        default=None,
+        help="folder for the <stem>.npy outputs, created if needed (default in a container: /output)",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="instead of INPUT_DIR OUTPUT_DIR: <cache>/processed/DATASET/wav into "
+        "<cache>/representations/DATASET/<the representation's folder name>",
+    )
+    p.add_argument(
+        "--batch_size", "--batch-size", type=int, default=None, help="files per batch (with --batch_idx)"
+    )
+    p.add_argument(
+        "--batch_idx", "--batch-idx", type=int, default=None, help="process only batch I of the sorted list"
+    )
+    p.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="audio-decoding threads running ahead of the model",
+    )
     p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--representations", default=None, help=argparse.SUPPRESS)  # the original's unused flag
     _executor_args(p)
     g = p.add_argument_group("model options (each applies to the representation named)")
-    g.add_argument("--weights", default=None, help="local weights instead of the download: choi: folder of weights_layer{0..4}_theano.hdf5; musicnn: TF checkpoint folder or .npz; clmr: checkpoint; jukebox: folder with vqvae.pth.tar and prior_level_2.pth.tar; mert-v1-*: folder in the Hugging Face format; clap-music: checkpoint")
-    g.add_argument("--precision", choices=["bf16", "fp16", "fp32", "tf32"], default=None,
-                   help="jukebox arithmetic (default: bf16; fp32 = the original's; tf32 = fp32 with the prior's "
-                   "products in TF32 on CUDA, see docs/fidelity/jukebox.md for its bound)")
-    g.add_argument("--fuse-mlp", action="store_true", default=None,
-                   help="jukebox, bf16/fp16 only: fold quick_gelu's scale into the MLP weights (one kernel less)")
-    g.add_argument("--torch-compile", action="store_true", default=None,
-                   help="jukebox: compile each transformer block with torch.compile (GPU; minutes to compile)")
-    g.add_argument("--layers", type=_layers, default=None, help="jukebox: comma-separated block outputs, e.g. 12,24,36 (default: 36, the paper's); "
-                   "mert, hf: hidden states, 0 = the transformer's input, all = every one (default: the last block)")
-    g.add_argument("--pool", choices=["mean", "none"], default=None, help="jukebox, mert, hf: mean over time (default), or keep the time axis")
-    g.add_argument("--window-seconds", type=float, default=None, help="mert, hf: window length (default: mert 5, hf 10); 0 = the whole clip at once")
-    g.add_argument("-O", "--option", type=_option, action="append", default=None, metavar="KEY=VALUE",
-                   help="any other option of the representation (e.g. a plugin's), VALUE as JSON or text; repeatable")
-    g.add_argument("--allow-short", action="store_true", default=None, help="jukebox: accept clips shorter than 8192 tokens (about 23.8 s)")
-    g.add_argument("--model", dest="model", default=None, help="musicnn: MSD_musicnn_big (default, the paper's), MSD_musicnn, MTT_musicnn; jukebox: 5b (default)")
-    g.add_argument("--musicnn-log", choices=["float16", "float32"], default=None, help="musicnn: float16 (default) = the original's rounding, which can give inf; float32 = fixed")
-    g.add_argument("--choi-batch-stats", choices=["on", "off"], default=None, help="choi: on (default) = the original's batch-dependent features; off = per-file")
-    g.add_argument("--clmr-frame", type=int, default=None, help="clmr: 59409 (default) = the paper's framing, 59049 = corrected")
-    g.add_argument("--max-seconds", type=float, default=None,
-                   help="chroma, mfcc: refuse files longer than this (default: 1800; they hold the whole clip in "
-                   "memory, about 4.5 GB per hour)")
-    g.add_argument("--handcrafted-librosa", choices=["0.8.1", "installed"], default=None, help="chroma, mfcc: 0.8.1 (default) = the original's librosa 0.8.1 computation (re-implemented); installed = the installed librosa's own defaults")
+    g.add_argument(
+        "--weights",
+        default=None,
+        help=(
+            "local weights instead of the download: choi: folder of weights_layer{0..4}_theano.hdf5; "
+            "musicnn: TF checkpoint folder or .npz; clmr: checkpoint; "
+            "jukebox: folder with vqvae.pth.tar and prior_level_2.pth.tar; "
+            "mert-v1-*: folder in the Hugging Face format; clap-music: checkpoint"
+        ),
+    )
+    g.add_argument(
+        "--precision",
+        choices=["bf16", "fp16", "fp32", "tf32"],
+        default=None,
+        help="jukebox arithmetic (default: bf16; fp32 = the original's; tf32 = fp32 with the prior's "
+        "products in TF32 on CUDA, see docs/fidelity/jukebox.md for its bound)",
+    )
+    g.add_argument(
+        "--fuse-mlp",
+        action="store_true",
+        default=None,
+        help="jukebox, bf16/fp16 only: fold quick_gelu's scale into the MLP weights (one kernel less)",
+    )
+    g.add_argument(
+        "--torch-compile",
+        action="store_true",
+        default=None,
+        help="jukebox: compile each transformer block with torch.compile (GPU; minutes to compile)",
+    )
+    g.add_argument(
+        "--layers",
+        type=_layers,
+        default=None,
+        help="jukebox: comma-separated block outputs, e.g. 12,24,36 (default: 36, the paper's); "
+        "mert, hf: hidden states, 0 = the transformer's input, all = every one (default: the last block)",
+    )
+    g.add_argument(
+        "--pool",
+        choices=["mean", "none"],
+        default=None,
+        help="jukebox, mert, hf: mean over time (default), or keep the time axis",
+    )
+    g.add_argument(
+        "--window-seconds",
+        type=float,
+        default=None,
+        help="mert, hf: window length (default: mert 5, hf 10); 0 = the whole clip at once",
+    )
+    g.add_argument(
+        "-O",
+        "--option",
+        type=_option,
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="any other option of the representation (e.g. a plugin's), VALUE as JSON or text; repeatable",
+    )
+    g.add_argument(
+        "--allow-short",
+        action="store_true",
+        default=None,
+        help="jukebox: accept clips shorter than 8192 tokens (about 23.8 s)",
+    )
+    g.add_argument(
+        "--model",
+        dest="model",
+        default=None,
+        help=(
+            "musicnn: MSD_musicnn_big (default, the paper's), MSD_musicnn, MTT_musicnn; jukebox: 5b (default)"
+        ),
+    )
+    g.add_argument(
+        "--musicnn-log",
+        choices=["float16", "float32"],
+        default=None,
+        help="musicnn: float16 (default) = the original's rounding, which can give inf; float32 = fixed",
+    )
+    g.add_argument(
+        "--choi-batch-stats",
+        choices=["on", "off"],
+        default=None,
+        help="choi: on (default) = the original's batch-dependent features; off = per-file",
+    )
+    g.add_argument(
+        "--clmr-frame",
+        type=int,
+        default=None,
+        help="clmr: 59409 (default) = the paper's framing, 59049 = corrected",
+    )
+    g.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="chroma, mfcc: refuse files longer than this (default: 1800; they hold the whole clip in "
+        "memory, about 4.5 GB per hour)",
+    )
+    g.add_argument(
+        "--handcrafted-librosa",
+        choices=["0.8.1", "installed"],
+        default=None,
+        help=(
+            "chroma, mfcc: 0.8.1 (default) = the original's librosa 0.8.1 computation (re-implemented); "
+            "installed = the installed librosa's own defaults"
+        ),
+    )
     p.set_defaults(func=_cmd_extract)
 
 
 def _executor_args(p):
-    p.add_argument("--executor", choices=["local", "ray"], default="local", help="run here, or shard over a Ray cluster")
-    p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or ray://host:10001); none starts a local Ray")
+    p.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="run here, or shard over a Ray cluster"
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (e.g. auto or ray://host:10001); none starts a local Ray",
+    )
 
 
 def _executor(args):
@@ -127,9 +239,22 @@ def _executor(args):
     return get_executor(args.executor, address=args.address) if args.executor != "local" else None
 
 
-REP_OPTIONS = ("weights", "precision", "layers", "pool", "allow_short", "model", "musicnn_log", "choi_batch_stats",
-               "clmr_frame", "handcrafted_librosa", "max_seconds", "window_seconds", "fuse_mlp",
-               "torch_compile")  # fmt: skip
+REP_OPTIONS = (
+    "weights",
+    "precision",
+    "layers",
+    "pool",
+    "allow_short",
+    "model",
+    "musicnn_log",
+    "choi_batch_stats",
+    "clmr_frame",
+    "handcrafted_librosa",
+    "max_seconds",
+    "window_seconds",
+    "fuse_mlp",
+    "torch_compile",
+)
 
 
 CONTAINER_INPUT, CONTAINER_OUTPUT = "/input", "/output"
@@ -152,7 +277,9 @@ def _extract_folders(args) -> tuple[str, str]:
         input_dir = CONTAINER_INPUT
     if output_dir is None:
         if not os.path.isdir(CONTAINER_OUTPUT):
-            raise UserError(f"no OUTPUT_DIR given (and no {CONTAINER_OUTPUT}, a container's default): {usage}")
+            raise UserError(
+                f"no OUTPUT_DIR given (and no {CONTAINER_OUTPUT}, a container's default): {usage}"
+            )
         output_dir = CONTAINER_OUTPUT
     return input_dir, output_dir
 
@@ -169,8 +296,14 @@ def _cmd_extract(args) -> int:
     if executor is not None:
         if args.batch_idx is not None:
             raise UserError("--batch_idx selects one batch for one worker; with --executor ray leave it out")
-        summary = executor.extract(args.representation, input_dir, output_dir,
-                                   batch_size=args.batch_size or 256, options=options, progress=not args.no_progress)
+        summary = executor.extract(
+            args.representation,
+            input_dir,
+            output_dir,
+            batch_size=args.batch_size or 256,
+            options=options,
+            progress=not args.no_progress,
+        )
         return 0 if summary.ok else 1
     report = run_folder(
         args.representation,
@@ -192,7 +325,10 @@ def _mirror_jobs_options(p, jobs: int) -> None:
     p.add_argument(
         "--mirror",
         default=None,
-        help="base URL or folder tried before the manifest URLs, as <mirror>/<path_rel>; unset: $JUKEMIR_MIRROR",
+        help=(
+            "base URL or folder tried before the manifest URLs, as <mirror>/<path_rel>; "
+            "unset: $JUKEMIR_MIRROR"
+        ),
     )
 
 
@@ -204,9 +340,11 @@ def _add_download(sub):
         description="Download into $JUKEMIR_CACHE_DIR/datasets (resumable, checksum-verified):\n"
         "  jukemir download gtzan|magnatagatune|giantsteps|emomusic   raw files + the paper's metadata\n"
         "  jukemir download metadata                                 the paper's metadata of all four, also\n"
-        "                                                            as processed/<dataset>/meta.json if absent\n"
+        "                                                            "
+        "as processed/<dataset>/meta.json if absent\n"
         "  jukemir download precomputed [DATASET] [REPRESENTATION]   the paper's features, unpacked into\n"
-        "                                                            representations/<dataset>/<representation>/",
+        "                                                            "
+        "representations/<dataset>/<representation>/",
     )
     p.add_argument("target", help="a dataset, metadata, or precomputed")
     p.add_argument("selectors", nargs="*", help="with precomputed: a dataset and/or a representation")
@@ -218,7 +356,9 @@ def _cmd_download(args) -> int:
     from .datasets import precomputed, process
 
     if args.target == "precomputed":
-        for tag, folder, n in precomputed.download_precomputed(*args.selectors, jobs=args.jobs, mirror=args.mirror):
+        for tag, folder, n in precomputed.download_precomputed(
+            *args.selectors, jobs=args.jobs, mirror=args.mirror
+        ):
             print(f"{tag}: {n} .npy files in {folder}")
         return 0
     if args.selectors:
@@ -247,15 +387,20 @@ def _add_process(sub):
         "derives the metadata from the raw annotations and compares it with the paper's\n"
         "(exit status 1 if they differ); it writes no WAVs.",
     )
-    p.add_argument("dataset", help="gtzan_ff, magnatagatune, giantsteps_clips or emomusic (gtzan, giantsteps "
-                   "accepted), or synthetic (generated)")
+    p.add_argument(
+        "dataset",
+        help="gtzan_ff, magnatagatune, giantsteps_clips or emomusic (gtzan, giantsteps "
+        "accepted), or synthetic (generated)",
+    )
     p.add_argument(
         "--metadata",
         choices=["canonical", "derived"],
         default="canonical",
         help="the paper's metadata files, or metadata derived from the raw annotations",
     )
-    p.add_argument("--verify-metadata", action="store_true", help="compare derived and canonical metadata, then stop")
+    p.add_argument(
+        "--verify-metadata", action="store_true", help="compare derived and canonical metadata, then stop"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     _mirror_jobs_options(p, jobs=os.cpu_count() or 1)
     p.set_defaults(func=_cmd_process)
@@ -278,7 +423,11 @@ def _cmd_process(args) -> int:
         print(f"verify {args.dataset}: derived and canonical metadata {'DIFFER' if problems else 'agree'}")
         return 1 if problems else 0
     report = process.process_dataset(
-        args.dataset, jobs=args.jobs, metadata=args.metadata, mirror=args.mirror, progress=not args.no_progress
+        args.dataset,
+        jobs=args.jobs,
+        metadata=args.metadata,
+        mirror=args.mirror,
+        progress=not args.no_progress,
     )
     return _print_report(report)
 
@@ -303,9 +452,15 @@ def _add_import(sub):
     p.add_argument("name", help="dataset name (letters, digits, _ . -)")
     p.add_argument("--audio", required=True, help="folder of audio files")
     p.add_argument("--labels", required=True, help="labels CSV")
-    p.add_argument("--task", required=True, choices=["multiclass", "multilabel", "regression"],
-                   help="one class per item, a set of tags per item, or numbers per item")
-    p.add_argument("--label-column", default="label", help="label column; comma-separated for several regression targets")
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=["multiclass", "multilabel", "regression"],
+        help="one class per item, a set of tags per item, or numbers per item",
+    )
+    p.add_argument(
+        "--label-column", default="label", help="label column; comma-separated for several regression targets"
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--split-column", default=None, help="CSV column holding train/valid/test")
     group.add_argument("--split", default="80/10/10", help="random train/valid/test proportions")
@@ -344,10 +499,16 @@ def _add_grid_config(sub):
         description="Write one JSON file per config of the grid (the paper's 216, or the 12-config demo\n"
         "grid) to $JUKEMIR_CACHE_DIR/probes/<dataset>/<representation>/<uid>.json.",
     )
-    p.add_argument("dataset", help="a benchmark (gtzan_ff, magnatagatune, giantsteps_clips, emomusic), "
-                   "synthetic, or a dataset you imported")
-    p.add_argument("representation", help="whose features the probes will read: chroma, mfcc, choi, "
-                   "musicnn, clmr, jukebox, or the name of a features folder")
+    p.add_argument(
+        "dataset",
+        help="a benchmark (gtzan_ff, magnatagatune, giantsteps_clips, emomusic), "
+        "synthetic, or a dataset you imported",
+    )
+    p.add_argument(
+        "representation",
+        help="whose features the probes will read: chroma, mfcc, choi, "
+        "musicnn, clmr, jukebox, or the name of a features folder",
+    )
     p.add_argument("--grid", choices=["paper", "demo"], default="paper", help="which grid")
     p.set_defaults(func=_cmd_grid_config)
 
@@ -383,19 +544,39 @@ def _add_probe(sub):
         "Non-finite features (NaN/inf) are reported and, by default, replaced: +/-inf by the\n"
         "training split's per-dimension finite max/min, NaN by its finite mean.",
     )
-    p.add_argument("dataset", help="a benchmark (gtzan_ff, magnatagatune, giantsteps_clips, emomusic), "
-                   "synthetic, or a dataset you imported")
-    p.add_argument("representation", help="whose features to probe: the folder "
-                   "representations/<dataset>/<representation>/ of the cache")
-    p.add_argument("--grid", choices=["paper", "demo"], default="paper", help="which grid (ignored with --config)")
-    p.add_argument("--config", nargs="+", default=None, metavar="FILE", help="config JSON files to train instead")
+    p.add_argument(
+        "dataset",
+        help="a benchmark (gtzan_ff, magnatagatune, giantsteps_clips, emomusic), "
+        "synthetic, or a dataset you imported",
+    )
+    p.add_argument(
+        "representation",
+        help="whose features to probe: the folder representations/<dataset>/<representation>/ of the cache",
+    )
+    p.add_argument(
+        "--grid", choices=["paper", "demo"], default="paper", help="which grid (ignored with --config)"
+    )
+    p.add_argument(
+        "--config", nargs="+", default=None, metavar="FILE", help="config JSON files to train instead"
+    )
     p.add_argument("--serial", action="store_true", help="one config at a time (the original's loop)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="arithmetic of the stacked first-layer products: fp32 (the original's) or bf16 "
-                        "(float32 accumulation, weights and Adam; faster on GPUs and AMX CPUs)")  # fmt: skip
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="arithmetic of the stacked first-layer products: fp32 (the original's) or bf16 "
+        "(float32 accumulation, weights and Adam; faster on GPUs and AMX CPUs)",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--nonfinite", choices=["replace", "error"], default="replace", help="what to do with NaN/inf features")
-    p.add_argument("--overwrite", action="store_true", help="retrain configs that already have a finished run")
+    p.add_argument(
+        "--nonfinite",
+        choices=["replace", "error"],
+        default="replace",
+        help="what to do with NaN/inf features",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="retrain configs that already have a finished run"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _executor_args(p)
     p.set_defaults(func=_cmd_probe)
@@ -413,13 +594,23 @@ def _cmd_probe(args) -> int:
     else:
         cfgs = named_grid_cfgs(args.dataset, args.representation, args.grid)
     summaries = train_grid(
-        args.dataset, args.representation, cfgs, serial=args.serial, precision=args.precision, device=args.device,
-        nonfinite=args.nonfinite, overwrite=args.overwrite, progress=not args.no_progress,
+        args.dataset,
+        args.representation,
+        cfgs,
+        serial=args.serial,
+        precision=args.precision,
+        device=args.device,
+        nonfinite=args.nonfinite,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
         executor=_executor(args),
-    )  # fmt: skip
+    )
     trained = sum(s["status"] == "trained" for s in summaries)
     folder = os.path.dirname(summaries[0]["dir"]) if summaries else "-"
-    print(f"probe {args.dataset}/{args.representation}: {trained} trained, {len(summaries) - trained} already done -> {folder}")
+    print(
+        f"probe {args.dataset}/{args.representation}: {trained} trained, "
+        f"{len(summaries) - trained} already done -> {folder}"
+    )
     return 0
 
 
@@ -433,11 +624,20 @@ def _add_evaluate(sub):
         "print a markdown table (metrics x 100) and optionally write all metrics as JSON.",
     )
     p.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
-    p.add_argument("--representation", action="append", default=None, help="only this representation (repeatable)")
+    p.add_argument(
+        "--representation", action="append", default=None, help="only this representation (repeatable)"
+    )
     p.add_argument("--split", choices=["valid", "test"], default="test", help="split to report")
     p.add_argument("--metric", default="primary", help="validation metric that selects the run")
-    p.add_argument("--expected-num-runs", type=int, default=None, help="fail unless each pair has this many runs")
-    p.add_argument("--nonfinite", choices=["replace", "error"], default="replace", help="what to do with NaN/inf features")
+    p.add_argument(
+        "--expected-num-runs", type=int, default=None, help="fail unless each pair has this many runs"
+    )
+    p.add_argument(
+        "--nonfinite",
+        choices=["replace", "error"],
+        default="replace",
+        help="what to do with NaN/inf features",
+    )
     p.add_argument("--device", default=None, help="torch device")
     p.add_argument("--out", default=None, help="write the rows as JSON to this file")
     p.set_defaults(func=_cmd_evaluate)
@@ -448,9 +648,15 @@ def _cmd_evaluate(args) -> int:
 
     torch_device(args.device)
     rows = evaluate(
-        args.dataset, args.representation, split=args.split, metric=args.metric, out=args.out,
-        expected_num_runs=args.expected_num_runs, nonfinite=args.nonfinite, device=args.device,
-    )  # fmt: skip
+        args.dataset,
+        args.representation,
+        split=args.split,
+        metric=args.metric,
+        out=args.out,
+        expected_num_runs=args.expected_num_runs,
+        nonfinite=args.nonfinite,
+        device=args.device,
+    )
     print(results_table(rows))
     if args.out:
         print(f"wrote {args.out}")
@@ -468,7 +674,9 @@ def _add_report(sub):
     )
     p.add_argument("--out", default=None, help="output folder (default: <cache>/report)")
     p.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
-    p.add_argument("--representation", action="append", default=None, help="only this representation (repeatable)")
+    p.add_argument(
+        "--representation", action="append", default=None, help="only this representation (repeatable)"
+    )
     p.set_defaults(func=_cmd_report)
 
 
@@ -483,6 +691,7 @@ def _cmd_report(args) -> int:
     print(side_by_side_table(rows))
     print(f"report: {index}")
     return 0
+
 
 # ---------------------------------------------------------------- demo
 def _add_demo(sub):
@@ -504,7 +713,12 @@ def _add_demo(sub):
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(songs_per_key=args.songs_per_key, grid=args.grid, report=not args.no_report, progress=not args.no_progress)
+    run_demo(
+        songs_per_key=args.songs_per_key,
+        grid=args.grid,
+        report=not args.no_report,
+        progress=not args.no_progress,
+    )
     return 0
 
 
@@ -548,11 +762,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Terminated:
-        print(f"jukemir {args.command}: terminated (SIGTERM); finished work is kept, run again to resume",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"jukemir {args.command}: terminated (SIGTERM); finished work is kept, run again to resume",
+            file=sys.stderr,
+        )
         return 143
     except KeyboardInterrupt:
-        print(f"jukemir {args.command}: interrupted; finished work is kept, run again to resume", file=sys.stderr)
+        print(
+            f"jukemir {args.command}: interrupted; finished work is kept, run again to resume",
+            file=sys.stderr,
+        )
         return 130
     except JukemirError as exc:
         hint = ""
@@ -564,7 +783,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.filename is None:
             raise  # not about a file the user named: a bug, keep the traceback
         # the system refused a file the user named (permissions, a missing folder, ...)
-        print(one_line(f"jukemir {args.command}: error: {exc.filename}: {exc.strerror or exc}"), file=sys.stderr)
+        print(
+            one_line(f"jukemir {args.command}: error: {exc.filename}: {exc.strerror or exc}"), file=sys.stderr
+        )
         return 2
 
 

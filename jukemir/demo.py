@@ -46,15 +46,22 @@ def run_demo(
     layout = Layout()
     _say(f"[1/5] generating the synthetic key dataset into {layout.processed(DATASET)}")
     data_dir = synthetic.generate(
-        layout.processed(DATASET), songs_per_key=songs_per_key, clips_per_song=clips_per_song,
-        clip_seconds=clip_seconds, progress=progress,
-    )  # fmt: skip
+        layout.processed(DATASET),
+        songs_per_key=songs_per_key,
+        clips_per_song=clips_per_song,
+        clip_seconds=clip_seconds,
+        progress=progress,
+    )
     for i, rep in enumerate(REPRESENTATIONS):
-        warm = " (the first file also loads librosa and compiles its kernels: a few seconds)" if i == 0 else ""
+        warm = (
+            " (the first file also loads librosa and compiles its kernels: a few seconds)" if i == 0 else ""
+        )
         _say(f"[2/5] extracting {rep}{warm}")
         result = run_folder(rep, layout.wav(DATASET), layout.representations(DATASET, rep), progress=progress)
         if not result.ok:
-            raise RuntimeError(f"extracting {rep} failed for {len(result.failed)} file(s); see the messages above")
+            raise RuntimeError(
+                f"extracting {rep} failed for {len(result.failed)} file(s); see the messages above"
+            )
     for rep in REPRESENTATIONS:
         cfgs = named_grid_cfgs(DATASET, rep, grid)
         _say(f"[3/5] training {len(cfgs)} probes ({grid} grid) on {rep}")

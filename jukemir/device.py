@@ -41,7 +41,9 @@ def torch_device(device=None):
         if count == 0:
             raise DeviceError(f"--device {device}: no CUDA GPU is visible to torch; use --device cpu")
         if dev.index is not None and dev.index >= count:
-            raise DeviceError(f"--device {device}: only {count} CUDA GPU(s) are visible (cuda:0..cuda:{count - 1})")
+            raise DeviceError(
+                f"--device {device}: only {count} CUDA GPU(s) are visible (cuda:0..cuda:{count - 1})"
+            )
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise DeviceError(f"--device {device}: Apple MPS is not available here; use --device cpu")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import UserError
 from .workers import watch_over
@@ -36,7 +36,8 @@ class LocalExecutor:
         return [fn(item) for item in items]
 
     def extract(self, representation, input_dir, output_dir, *, batch_size=256, options=None, progress=True):
-        """Run the folder runner over the whole folder here; returns its :class:`~jukemir.representations.folder.FolderReport`."""
+        """Run the folder runner over the whole folder here; returns its
+        :class:`~jukemir.representations.folder.FolderReport`."""
         from .representations.folder import run_folder
 
         return run_folder(representation, input_dir, output_dir, options=options, progress=progress)
@@ -54,7 +55,9 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3, **init_kwargs):
+    def __init__(
+        self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3, **init_kwargs
+    ):
         try:
             import ray
         except ImportError:
@@ -81,8 +84,17 @@ class RayExecutor:
         remote = self.ray.remote(max_retries=self.max_retries, retry_exceptions=False)(_apply)
         return self.ray.get([remote.remote(fn, item) for item in items])
 
-    def extract(self, representation, input_dir, output_dir, *, batch_size=256, options=None, progress=True,
-                num_workers: int | None = None):
+    def extract(
+        self,
+        representation,
+        input_dir,
+        output_dir,
+        *,
+        batch_size=256,
+        options=None,
+        progress=True,
+        num_workers: int | None = None,
+    ):
         """Shard the folder's ``batch_size`` chunks across Ray actors; returns the merged ``FolderReport``.
 
         Each actor builds the representation once; chunks are handed out as
@@ -105,10 +117,15 @@ class RayExecutor:
             num_workers = max(1, gpus or cpus)
         num_workers = max(1, min(num_workers, n_batches))
         actor_cls = self.ray.remote(
-            num_gpus=self._gpus_per_worker(), num_cpus=1, max_restarts=self.max_retries,
+            num_gpus=self._gpus_per_worker(),
+            num_cpus=1,
+            max_restarts=self.max_retries,
             max_task_retries=self.max_retries,
         )(_ExtractWorker)
-        actors = [actor_cls.remote(representation, str(input_dir), str(output_dir), options or {}) for _ in range(num_workers)]
+        actors = [
+            actor_cls.remote(representation, str(input_dir), str(output_dir), options or {})
+            for _ in range(num_workers)
+        ]
         pool = ActorPool(actors)
         start = time.time()
         bar = None
@@ -146,8 +163,14 @@ class _ExtractWorker:
     def run(self, batch_idx, batch_size):
         from .representations.folder import run_folder
 
-        return run_folder(self.rep, self.input_dir, self.output_dir, batch_size=batch_size, batch_idx=batch_idx,
-                          progress=False)
+        return run_folder(
+            self.rep,
+            self.input_dir,
+            self.output_dir,
+            batch_size=batch_size,
+            batch_idx=batch_idx,
+            progress=False,
+        )
 
 
 def get_executor(name: str = "local", address: str | None = None, **kwargs):

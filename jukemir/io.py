@@ -20,8 +20,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -153,7 +154,8 @@ def parse_npy(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
     held = len(data) - handle.tell()
     if held != expected:
         raise UserError(
-            f"{path}: its header says shape {tuple(shape)} of {dtype} ({expected} bytes) but it holds {held} bytes"
+            f"{path}: its header says shape {tuple(shape)} of {dtype} ({expected} bytes) "
+            f"but it holds {held} bytes"
         )
     array = np.frombuffer(data, dtype=dtype, count=count, offset=handle.tell())
     return array.reshape(shape, order="F" if fortran else "C").copy()
@@ -310,10 +312,13 @@ class FileLock:
     def _warn_unsupported(self) -> None:
         if not FileLock._warned:
             FileLock._warned = True
-            print(f"jukemir: warning: {self.path.parent}: the file system does not support file locks; "
-                  f"do not run two workers on the same folder", file=sys.stderr)  # fmt: skip
+            print(
+                f"jukemir: warning: {self.path.parent}: the file system does not support file locks; "
+                f"do not run two workers on the same folder",
+                file=sys.stderr,
+            )
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         if not self.acquire():
             if self.waiting:
                 print(f"jukemir: {self.waiting}", file=sys.stderr)
@@ -366,8 +371,9 @@ class FolderClaim:
                     current = _read_or_none(owner_file)
                     if current != self.identity:
                         raise UserError(
-                            f"{self.state_dir.parent}: another process is writing {_describe(current)} into this "
-                            f"folder right now; {self.what} would mix with them: use another folder, or wait for it"
+                            f"{self.state_dir.parent}: another process is writing "
+                            f"{_describe(current)} into this folder right now; "
+                            f"{self.what} would mix with them: use another folder, or wait for it"
                         )
                 with contextlib.suppress(OSError):
                     fcntl.flock(fd, fcntl.LOCK_SH)  # from exclusive (alone) or joining other shared holders
@@ -382,7 +388,7 @@ class FolderClaim:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "FolderClaim":
+    def __enter__(self) -> FolderClaim:
         self.acquire()
         return self
 

@@ -61,8 +61,10 @@ def paper_results() -> dict:
     for rep, values in paper["results"].items():
         for key, entry in values.items():
             if entry.get("confirmation") not in paper["confirmation"]:
-                raise ValueError(f"{resource}: {rep} {key} has confirmation {entry.get('confirmation')!r}, "
-                                 f"not one of {sorted(paper['confirmation'])}")  # fmt: skip
+                raise ValueError(
+                    f"{resource}: {rep} {key} has confirmation {entry.get('confirmation')!r}, "
+                    f"not one of {sorted(paper['confirmation'])}"
+                )
     return paper
 
 
@@ -72,7 +74,8 @@ def mark(confirmation: str | None) -> str:
 
 
 def comparison_rows(rows: Sequence[dict]) -> list[dict]:
-    """Evaluation rows (:func:`jukemir.probe.evaluate.evaluate`) beside the paper, one entry per headline metric.
+    """Evaluation rows (:func:`jukemir.probe.evaluate.evaluate`) beside the paper, one entry per headline
+    metric.
 
     Each entry: ``dataset``, ``representation``, ``metric``, ``ours`` (x100, on
     the row's split), ``paper`` (x100 or None), ``confirmation`` (the paper
@@ -86,14 +89,19 @@ def comparison_rows(rows: Sequence[dict]) -> list[dict]:
             ours = 100 * row[row["split"]][metric]
             published = paper.get(row["representation"], {}).get(f"{row['dataset']}/{metric}")
             status = published["confirmation"] if published else None
-            out.append({
-                "dataset": row["dataset"], "representation": row["representation"], "metric": metric,
-                "split": row["split"], "ours": ours,
-                "paper": published["value"] if published else None,
-                "confirmation": status,
-                "confirmed": status == CONFIRMED if published else None,
-                "difference": ours - published["value"] if published else None,
-            })  # fmt: skip
+            out.append(
+                {
+                    "dataset": row["dataset"],
+                    "representation": row["representation"],
+                    "metric": metric,
+                    "split": row["split"],
+                    "ours": ours,
+                    "paper": published["value"] if published else None,
+                    "confirmation": status,
+                    "confirmed": status == CONFIRMED if published else None,
+                    "difference": ours - published["value"] if published else None,
+                }
+            )
     return out
 
 
@@ -143,7 +151,9 @@ def side_by_side(rows: Sequence[dict]) -> dict:
     paper = paper_results()
     published = paper["results"]
     ours_reps = list(dict.fromkeys(r["representation"] for r in rows))
-    ours = {(r["dataset"], m, r["representation"]): 100 * r[r["split"]][m] for r in rows for m in r["headline"]}
+    ours = {
+        (r["dataset"], m, r["representation"]): 100 * r[r["split"]][m] for r in rows for m in r["headline"]
+    }
     keys = [tuple(k.split("/")) for k in paper["columns"] if k.split("/")[0] in {r["dataset"] for r in rows}]
     keys += [(r["dataset"], m) for r in rows for m in r["headline"] if (r["dataset"], m) not in keys]
     keys = list(dict.fromkeys(keys))
@@ -172,7 +182,11 @@ def side_by_side_table(rows: Sequence[dict]) -> str:
     for line, marks in zip(table["lines"], table["marks"]):
         cells = ["–" if v is None else f"{v:.1f}{m}" for v, m in zip(line["cells"], marks)]
         out.append(f"| {line['dataset']} | {line['metric']} | " + " | ".join(cells) + " |")
-    out += ["", "Test metrics x 100; (paper): the paper's published numbers; the others: this cache's selected probes."]
+    out += [
+        "",
+        "Test metrics x 100; (paper): the paper's published numbers; "
+        "the others: this cache's selected probes.",
+    ]
     used = {m for marks in table["marks"] for m in marks if m}
     meanings = paper_results()["confirmation"]
     out += [f"{mark(s)} {meanings[s]}." for s in meanings if mark(s) in used]
@@ -201,9 +215,15 @@ def _save(fig, path: Path) -> str:
 
 
 def metric_label(metric: str) -> str:
-    """A readable name for a metric key: ``"auc_roc"`` -> ``"ROC-AUC"``, ``"arousal_r2"`` -> ``"arousal R²"``."""
-    names = {"accuracy": "accuracy", "score": "key score (MIREX weighted)", "auc_roc": "ROC-AUC",
-             "ap": "average precision", "r2": "R²"}  # fmt: skip
+    """A readable name for a metric key: ``"auc_roc"`` -> ``"ROC-AUC"``, ``"arousal_r2"`` ->
+    ``"arousal R²"``."""
+    names = {
+        "accuracy": "accuracy",
+        "score": "key score (MIREX weighted)",
+        "auc_roc": "ROC-AUC",
+        "ap": "average precision",
+        "r2": "R²",
+    }
     if metric in names:
         return names[metric]
     return f"{metric[:-3]} R²" if metric.endswith("_r2") else metric
@@ -268,8 +288,17 @@ def _bar_chart(dataset: str, comps: list[dict], out: Path) -> str:
     handles, _ = ax.get_legend_handles_labels()
     for confirmed in sorted(shown, reverse=True):
         colour, what = styles[confirmed]
-        handles.append(Line2D([], [], ls="", marker="D", markerfacecolor=colour, markeredgecolor="black",
-                              label=f"paper ({what})"))  # fmt: skip
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="D",
+                markerfacecolor=colour,
+                markeredgecolor="black",
+                label=f"paper ({what})",
+            )
+        )
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(reps)), reps)
     ax.set_xlabel("representation")
@@ -301,8 +330,15 @@ def _prediction_figure(row: dict, spec, probe, data, out: Path) -> str:
         ax.set_xticks(range(k), labels, rotation=90, fontsize=8)
         ax.set_yticks(range(k), labels, fontsize=8)
         for i, j in zip(*np.nonzero(cm)):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
         unit = "clips" if spec.key_clips else "items"
         ax.set_xlabel("predicted label (per clip)" if spec.key_clips else "predicted label")
         ax.set_ylabel("true label")
@@ -360,9 +396,12 @@ def _curve_figure(row: dict, out: Path) -> str | None:
     ax.set_xlabel("training step (minibatch updates)")
     ax.set_ylabel(f"validation {metric_label(row['primary'])}")
     hidden = cfg.get("hidden_layer_sizes") or "none (linear)"
-    ax.set_title(f"{row['dataset']} / {row['representation']}: selected probe {row['best_uid'][:8]}\n"
-                 f"hidden layers {hidden}, learning rate {cfg.get('learning_rate'):g}, "
-                 f"L2 {cfg.get('l2_weight_decay') or 'off'}, best of {row['num_runs']} run(s)", fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"{row['dataset']} / {row['representation']}: selected probe {row['best_uid'][:8]}\n"
+        f"hidden layers {hidden}, learning rate {cfg.get('learning_rate'):g}, "
+        f"L2 {cfg.get('l2_weight_decay') or 'off'}, best of {row['num_runs']} run(s)",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out / f"curve_{row['dataset']}_{row['representation']}.png")
@@ -386,17 +425,18 @@ def project_2d(X: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[str]]:
 
 
 def _scatter_by_label(ax, coords, spec, targets, dataset, output=0):
-    """Colour points by label (regression: by target column ``output``); legend or colour bar named after them."""
+    """Colour points by label (regression: by target column ``output``); legend or colour bar named after
+    them."""
     from matplotlib.lines import Line2D
 
     plt = _plt()
     labels = spec.labels or []
     small = {"s": 18, "alpha": 0.8, "linewidths": 0}
-    if spec.task == "multiclass" and labels and all(l.endswith((" major", " minor")) for l in labels):
-        tonics = list(dict.fromkeys(l.rsplit(" ", 1)[0] for l in labels))
+    if spec.task == "multiclass" and labels and all(lab.endswith((" major", " minor")) for lab in labels):
+        tonics = list(dict.fromkeys(lab.rsplit(" ", 1)[0] for lab in labels))
         for t, tonic in enumerate(tonics):
             for mode, marker in (("major", "o"), ("minor", "^")):
-                sel = np.isin(targets, [i for i, l in enumerate(labels) if l == f"{tonic} {mode}"])
+                sel = np.isin(targets, [i for i, lab in enumerate(labels) if lab == f"{tonic} {mode}"])
                 ax.scatter(*coords[sel].T, color=plt.cm.hsv(t / len(tonics)), marker=marker, **small)
         handles = [
             Line2D([], [], ls="", marker="s", color=plt.cm.hsv(t / len(tonics)), label=tonic)
@@ -480,7 +520,8 @@ def _iso(timestamp: float) -> str:
 
 
 def feature_provenance(dataset: str, representation: str, layout: Layout | None = None) -> dict:
-    """What the folder runner recorded about a feature folder of ``layout`` (``.jukemir/provenance/<stem>.json``).
+    """What the folder runner recorded about a feature folder of ``layout``
+    (``.jukemir/provenance/<stem>.json``).
 
     Returns ``{"folder", "features" (number of .npy files), "with_record", "records"
     (each distinct representation/version/options/package/shape with its count), "written"
@@ -494,7 +535,11 @@ def feature_provenance(dataset: str, representation: str, layout: Layout | None 
     for path in sorted((folder / STATE_DIR / "provenance").glob("*.json")):
         record = read_json(path)
         key = json.dumps(
-            {k: record.get(k) for k in ("representation", "version", "options", "package", "shape") if k in record},
+            {
+                k: record.get(k)
+                for k in ("representation", "version", "options", "package", "shape")
+                if k in record
+            },
             sort_keys=True,
         )
         counts[key] = counts.get(key, 0) + 1
@@ -516,13 +561,19 @@ def _provenance(rows: Sequence[dict], layout: Layout) -> dict:
     selected = []
     for r in rows:
         run = layout.probes(r["dataset"], r["representation"]) / r["best_uid"]
-        selected.append({
-            "dataset": r["dataset"], "representation": r["representation"], "uid": r["best_uid"],
-            "num_runs": r["num_runs"], "selected_by": f"validation {r['metric']}",
-            "trained": _iso((run / "metrics.json").stat().st_mtime), "cfg": r["cfg"],
-            "train": {k: v for k, v in (r["train"] or {}).items() if k != "valid_curve"},
-            "features": feature_provenance(r["dataset"], r["representation"], layout),
-        })  # fmt: skip
+        selected.append(
+            {
+                "dataset": r["dataset"],
+                "representation": r["representation"],
+                "uid": r["best_uid"],
+                "num_runs": r["num_runs"],
+                "selected_by": f"validation {r['metric']}",
+                "trained": _iso((run / "metrics.json").stat().st_mtime),
+                "cfg": r["cfg"],
+                "train": {k: v for k, v in (r["train"] or {}).items() if k != "valid_curve"},
+                "features": feature_provenance(r["dataset"], r["representation"], layout),
+            }
+        )
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "jukemir": __version__,
@@ -546,7 +597,8 @@ def write_report(
     rows: Iterable[dict] | None = None,
     layout: Layout | None = None,
 ) -> Path:
-    """Evaluate every trained dataset x representation of ``layout`` (optionally filtered) and write the report.
+    """Evaluate every trained dataset x representation of ``layout`` (optionally filtered) and write the
+    report.
 
     Args:
         out_dir: where to write ``index.html``, the PNG figures, ``summary.md``
@@ -581,15 +633,19 @@ def _write_report(out_dir, datasets, representations, rows, layout: Layout) -> P
     kept, pairs = [], []
     for row in rows:  # each pair's probe and data are used here, then dropped
         if row["split"] != "test":
-            raise ValueError("write_report needs rows evaluated on the test split (evaluate(..., split='test'))")
+            raise ValueError(
+                "write_report needs rows evaluated on the test split (evaluate(..., split='test'))"
+            )
         spec = get_dataset(row["dataset"], layout)
         probe, data = getattr(row, "probe", None), getattr(row, "data", None)
         if probe is None:
-            probe = load_probe_dir(layout.probes(row["dataset"], row["representation"]) / row["best_uid"],
-                                   layout=layout)  # fmt: skip
+            probe = load_probe_dir(
+                layout.probes(row["dataset"], row["representation"]) / row["best_uid"], layout=layout
+            )
         if data is None:
-            data = load_probe_data(row["dataset"], row["representation"], seed=probe.cfg["seed"], verbose=False,
-                                   layout=layout)  # fmt: skip
+            data = load_probe_data(
+                row["dataset"], row["representation"], seed=probe.cfg["seed"], verbose=False, layout=layout
+            )
         row = dict(row)
         kept.append(row)
         pair = f"{row['dataset']} / {row['representation']}"
@@ -620,18 +676,26 @@ def _write_report(out_dir, datasets, representations, rows, layout: Layout) -> P
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         has_paper = any(c["paper"] is not None for c in comps if c["dataset"] == ds)
         caption = f"{ds}: our test metrics (bars)" + (
-            " and the paper's (diamonds; hollow: not yet confirmed from the paper)" if has_paper else
-            " (the paper has no numbers for this dataset)"
+            " and the paper's (diamonds; hollow: not yet confirmed from the paper)"
+            if has_paper
+            else " (the paper has no numbers for this dataset)"
         )
         sections[0][1].append((caption, _bar_chart(ds, [c for c in comps if c["dataset"] == ds], out)))
     sections += pairs
     provenance = _provenance(rows, layout)
     paper = paper_results()
-    summary = "\n\n".join([
-        "# jukemir results", results_table(rows), "## Beside the paper", comparison_table(rows),
-        "## Side by side with the paper's six", side_by_side_table(rows),
-        f"Paper: {paper['source']}", f"Generated {provenance['created']} by jukemir {__version__}.",
-    ])  # fmt: skip
+    summary = "\n\n".join(
+        [
+            "# jukemir results",
+            results_table(rows),
+            "## Beside the paper",
+            comparison_table(rows),
+            "## Side by side with the paper's six",
+            side_by_side_table(rows),
+            f"Paper: {paper['source']}",
+            f"Generated {provenance['created']} by jukemir {__version__}.",
+        ]
+    )
     with atomic_write(out / "summary.md", "w") as handle:
         handle.write(summary + "\n")
     write_json(out / "results.json", {"rows": rows, "comparison": comps, "provenance": provenance})
@@ -651,24 +715,33 @@ STYLE = (
 
 
 def _html_table(comps: Sequence[dict]) -> str:
-    head = "<tr><th>dataset</th><th>metric</th><th>representation</th><th>ours</th><th>paper</th><th>difference</th></tr>"
+    head = (
+        "<tr><th>dataset</th><th>metric</th><th>representation</th>"
+        "<th>ours</th><th>paper</th><th>difference</th></tr>"
+    )
     body = []
     for c in comps:
         ours, paper, diff = (html.escape(s) for s in _cells(c))
         if c["paper"] is not None and not c["confirmed"]:
             paper = f'<span class="unconfirmed" title="not yet confirmed from the paper">{paper}</span>'
-        body.append(f"<tr><td>{html.escape(c['dataset'])}</td><td>{html.escape(c['metric'])}</td>"
-                    f"<td>{html.escape(c['representation'])}</td><td>{ours}</td><td>{paper}</td><td>{diff}</td></tr>")  # fmt: skip
+        body.append(
+            f"<tr><td>{html.escape(c['dataset'])}</td><td>{html.escape(c['metric'])}</td>"
+            f"<td>{html.escape(c['representation'])}</td><td>{ours}</td><td>{paper}</td><td>{diff}</td></tr>"
+        )
     return "<table>" + head + "".join(body) + "</table>"
 
 
 def _html_side_by_side(rows) -> str:
     table = side_by_side(rows)
     e = html.escape
-    head = "".join(f"<th>{e(rep)}{' (paper)' if kind == 'paper' else ''}</th>" for rep, kind in table["columns"])
+    head = "".join(
+        f"<th>{e(rep)}{' (paper)' if kind == 'paper' else ''}</th>" for rep, kind in table["columns"]
+    )
     body = []
     for line, marks in zip(table["lines"], table["marks"]):
-        cells = "".join(f"<td>{'–' if v is None else f'{v:.1f}{e(m)}'}</td>" for v, m in zip(line["cells"], marks))
+        cells = "".join(
+            f"<td>{'–' if v is None else f'{v:.1f}{e(m)}'}</td>" for v, m in zip(line["cells"], marks)
+        )
         body.append(f"<tr><td>{e(line['dataset'])}</td><td>{e(line['metric'])}</td>{cells}</tr>")
     return f"<table class='wide'><tr><th>dataset</th><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
@@ -677,7 +750,8 @@ def _html_page(comps, sections, provenance, paper, wide: str, layout: Layout) ->
     e = html.escape
     body = [
         "<h1>jukemir results</h1>",
-        f"<p>Generated {e(provenance['created'])} by jukemir {e(__version__)} from the cache {e(provenance['cache'])}.",
+        f"<p>Generated {e(provenance['created'])} by jukemir {e(__version__)} "
+        f"from the cache {e(provenance['cache'])}.",
         "Each pair's probe is the run with the best validation metric; numbers are test metrics x 100.</p>",
         "<h2>Results beside the paper</h2>",
         _html_table(comps),
@@ -692,8 +766,12 @@ def _html_page(comps, sections, provenance, paper, wide: str, layout: Layout) ->
         body.append(f"<h2>{e(title)}</h2>")
         for caption, name in figures:
             body.append(
-                f'<figure><img src="{e(name)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+                f'<figure><img src="{e(name)}" alt="{e(caption)}">'
+                f"<figcaption>{e(caption)}</figcaption></figure>"
             )
     body.append("<h2>Provenance</h2><pre>" + e(json.dumps(provenance, indent=2, sort_keys=True)) + "</pre>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>jukemir report</title><style>{STYLE}</style>"
-            "</head><body>" + "\n".join(body) + "</body></html>\n")  # fmt: skip
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>jukemir report</title>"
+        f"<style>{STYLE}</style>"
+        "</head><body>" + "\n".join(body) + "</body></html>\n"
+    )

@@ -77,7 +77,8 @@ _LOCK = threading.Lock()
 
 @functools.cache
 def filter_table(filter: str = "kaiser_best", version: str = "0.4") -> tuple[np.ndarray, int]:
-    """``(win, num_table)``: the right wing of resampy's filter (float64, read-only) and entries per crossing."""
+    """``(win, num_table)``: the right wing of resampy's filter (float64, read-only) and entries per
+    crossing."""
     if version not in PARAMS:
         raise ValueError(f"unknown resampy version {version!r}; expected one of {VERSIONS}")
     if filter not in PARAMS[version]:
@@ -126,7 +127,8 @@ class _Plan:
         return int(n * float(target_sr) / float(orig_sr))
 
     def times(self, t0: int, t1: int, previous: float) -> np.ndarray:
-        """resampy's float64 time of outputs ``t0 .. t1 - 1`` (``previous``: the time of output ``t0 - 1``)."""
+        """resampy's float64 time of outputs ``t0 .. t1 - 1`` (``previous``: the time of output
+        ``t0 - 1``)."""
         if self.version == "0.4":
             return np.arange(t0, t1, dtype=np.float64) * self.time_increment
         steps = np.full(t1 - t0, self.time_increment)
@@ -143,7 +145,8 @@ class _Plan:
         return n, off_l, left - off_l, off_r, right - off_r
 
     def rows(self, offsets: np.ndarray, taps: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(win, delta)`` at ``offsets + i * index_step``, shape ``(i, len(offsets))``, zero past each wing's end.
+        """``(win, delta)`` at ``offsets + i * index_step``, shape ``(i, len(offsets))``, zero past each
+        wing's end.
 
         Only as many rows as the longest wing uses.
         """
@@ -172,7 +175,8 @@ def output_length(n: int, orig_sr: int, target_sr: int) -> int:
 def resample(
     x: np.ndarray, orig_sr: int, target_sr: int, filter: str = "kaiser_best", version: str = "0.4"
 ) -> np.ndarray:
-    """Resample ``x`` along its last axis as ``librosa.resample(x, ..., res_type=filter)`` over resampy ``version``.
+    """Resample ``x`` along its last axis as ``librosa.resample(x, ..., res_type=filter)`` over resampy
+    ``version``.
 
     Args:
         x: float32 or float64 samples, shape ``(..., n)`` (other dtypes are read as float32).
@@ -273,7 +277,8 @@ def _accumulate_phase(xp, start, M, taps, eta_l, eta_r, dtype) -> np.ndarray:
 
 
 def _accumulate_block(xp, idx, bias, left, right, acc) -> None:
-    """Every phase of a chunk at once, one gather of ``x`` per tap; ``xp[bias + idx]`` is each output's ``n``."""
+    """Every phase of a chunk at once, one gather of ``x`` per tap; ``xp[bias + idx]`` is each output's
+    ``n``."""
     t = np.empty(acc.shape, dtype=np.float64)
     w = np.empty(acc.shape, dtype=np.float64)
     for side, (win, delta, eta) in enumerate((left, right)):

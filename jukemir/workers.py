@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .errors import JukemirError
 
@@ -97,7 +97,8 @@ def _init_worker(parent_pid: int) -> None:
 
 
 def _worker_loop(parent_pid: int, fn: Callable, tasks, results) -> None:
-    """A worker: run ``fn`` on each ``(index, item)`` from ``tasks`` until ``None``; send ``(index, ok, value)``."""
+    """A worker: run ``fn`` on each ``(index, item)`` from ``tasks`` until ``None``; send
+    ``(index, ok, value)``."""
     _init_worker(parent_pid)
     while True:
         job = tasks.get()
@@ -128,8 +129,10 @@ def imap_in_pool(fn: Callable, items: Iterable, jobs: int, chunksize: int = 1) -
     jobs = min(jobs, len(items))
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads or locks
     tasks, results = context.SimpleQueue(), context.SimpleQueue()
-    workers = [context.Process(target=_worker_loop, args=(os.getpid(), fn, tasks, results), daemon=True)
-               for _ in range(jobs)]  # fmt: skip
+    workers = [
+        context.Process(target=_worker_loop, args=(os.getpid(), fn, tasks, results), daemon=True)
+        for _ in range(jobs)
+    ]
     # An interrupt while a worker is being started would leave it half-started (it then dies with an
     # EOFError traceback of its own): Ctrl-C and SIGTERM wait until every worker is running.
     with signals_held():
@@ -213,9 +216,17 @@ def watch_over() -> None:
     import subprocess
 
     subprocess.Popen(
-        [sys.executable, "-c", "import sys, jukemir.workers as w; w._watchdog(int(sys.argv[1]))", str(os.getpid())],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, jukemir.workers as w; w._watchdog(int(sys.argv[1]))",
+            str(os.getpid()),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _watchdog(parent: int) -> None:

@@ -105,8 +105,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="Everything after -- goes to `jukemir extract`.",
     )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="DATASET")
-    parser.add_argument("--representations", nargs="+", default=list(REPRESENTATIONS), choices=REPRESENTATIONS,
-                        metavar="REPRESENTATION")  # fmt: skip
+    parser.add_argument(
+        "--representations",
+        nargs="+",
+        default=list(REPRESENTATIONS),
+        choices=REPRESENTATIONS,
+        metavar="REPRESENTATION",
+    )
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="files per batch (the paper: 256)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -119,8 +124,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-gpus", dest="gpus", action="store_false", help="no --gpus all for musicnn, clmr, jukebox"
     )
-    parser.add_argument("--baked-weights", action="store_true",
-                        help="the jukebox image has its weights built in: do not mount <cache>/models/jukebox")  # fmt: skip
+    parser.add_argument(
+        "--baked-weights",
+        action="store_true",
+        help="the jukebox image has its weights built in: do not mount <cache>/models/jukebox",
+    )
     parser.add_argument(
         "--namespace", default=os.environ.get("JUKEMIR_NAMESPACE", "jukemir"), help="image namespace"
     )

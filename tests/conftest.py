@@ -44,11 +44,14 @@ def assets_root(request, tmp_path_factory) -> Path:
 def fetch_assets(assets, root: Path) -> list[Path]:
     """Retrieve ``assets`` (checksummed) into ``root``; fail the test with how to provide them."""
     try:
-        return [retrieve(a, root, mirror=ASSET_MIRROR, retries=1, backoff=0.5, progress=False) for a in assets]
+        return [
+            retrieve(a, root, mirror=ASSET_MIRROR, retries=1, backoff=0.5, progress=False) for a in assets
+        ]
     except DownloadError as exc:
         pytest.fail(
             f"this test needs real files that could not be obtained: {exc}. Set JUKEMIR_MIRROR to a jukemir "
-            "asset mirror folder or URL (CI sets it to the mirror beside its checkout), or run the tests with network access to GitHub.",
+            "asset mirror folder or URL (CI sets it to the mirror beside its checkout), "
+            "or run the tests with network access to GitHub.",
             pytrace=False,
         )
 
@@ -69,7 +72,9 @@ def choi_dir(assets_root) -> Path:
 
 @pytest.fixture(scope="session")
 def musicnn_dir(assets_root) -> Path:
-    """A folder of musicnn checkpoints: ``MSD_musicnn/`` and ``MTT_musicnn/`` whole, ``MSD_musicnn_big/`` its index.
+    """A folder of musicnn checkpoints.
+
+    ``MSD_musicnn/`` and ``MTT_musicnn/`` whole, ``MSD_musicnn_big/`` its index.
 
     (The big model's 96 MB data file is not needed by any test.)
     """

@@ -50,7 +50,11 @@ def test_fft_resampler_length():
 
 @pytest.mark.parametrize(
     "content, reason",
-    [(b"", "empty file"), (b"hello, not audio" * 20, "cannot decode"), (b"RIFF\x00\x00\x00\x00WAVE", "cannot decode")],
+    [
+        (b"", "empty file"),
+        (b"hello, not audio" * 20, "cannot decode"),
+        (b"RIFF\x00\x00\x00\x00WAVE", "cannot decode"),
+    ],
 )
 def test_bad_files_one_line_error(tmp_path, content, reason):
     path = tmp_path / "bad.wav"

@@ -1,4 +1,7 @@
-"""choi: the Keras 1 / Theano port, run with the real official weights, fetched by the asset resolver (docs/fidelity/choi.md)."""
+"""choi: the Keras 1 / Theano port, run with the real official weights.
+
+The weights are fetched by the asset resolver (docs/fidelity/choi.md).
+"""
 
 from __future__ import annotations
 

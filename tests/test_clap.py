@@ -1,4 +1,6 @@
-"""clap-music against the official laion_clap code on the same random weights (a small HTS-AT in LAION's format).
+"""clap-music against the official laion_clap code on the same random weights.
+
+The weights are a small HTS-AT in LAION's format.
 
 laion_clap 1.1.7 pins numpy < 2 and imports torchvision, webdataset and
 tokenizers downloaded at import time in modules the audio branch does not
@@ -28,21 +30,48 @@ from jukemir.representations import get_representation
 from jukemir.representations.clap import CLIP_SAMPLES, load_model, read_state
 
 AUDIO_CFG = dict(  # noqa: C408 - LAION's HTSAT-base.json audio_cfg
-    audio_length=1024, clip_samples=480000, mel_bins=64, sample_rate=48000, window_size=1024, hop_size=480,
-    fmin=50, fmax=14000, class_num=5, model_type="HTSAT", model_name="base",
-)  # fmt: skip
+    audio_length=1024,
+    clip_samples=480000,
+    mel_bins=64,
+    sample_rate=48000,
+    window_size=1024,
+    hop_size=480,
+    fmin=50,
+    fmax=14000,
+    class_num=5,
+    model_type="HTSAT",
+    model_name="base",
+)
 
 
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """laion_clap's clap_module (htsat, model) importable; yields the module namespace."""
     root = tmp_path_factory.mktemp("clap")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                    "--target", str(root), "laion_clap==1.1.7", "torchlibrosa==0.1.0"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(root),
+            "laion_clap==1.1.7",
+            "torchlibrosa==0.1.0",
+        ],
+        check=True,
+        capture_output=True,
+    )
     from transformers import BartModel, BertModel, RobertaModel  # noqa: F401 - before the stand-in below exists
 
-    standin = {"torchvision": types.ModuleType("torchvision"), "torchvision.ops": types.ModuleType("torchvision.ops"),
-               "torchvision.ops.misc": types.ModuleType("torchvision.ops.misc")}  # fmt: skip
+    standin = {
+        "torchvision": types.ModuleType("torchvision"),
+        "torchvision.ops": types.ModuleType("torchvision.ops"),
+        "torchvision.ops.misc": types.ModuleType("torchvision.ops.misc"),
+    }
     standin[
         "torchvision.ops.misc"
     ].FrozenBatchNorm2d = None  # only freeze_batch_norm_2d, never called here, uses it
@@ -68,12 +97,22 @@ def official(tmp_path_factory):
 
 
 def official_checkpoint(clap_module, path, seed=0, drop=None):
-    """A random small HTS-AT + projection, saved as LAION's training checkpoints are; returns the reference model."""
+    """A random small HTS-AT + projection, saved as LAION's training checkpoints are.
+
+    Returns the reference model.
+    """
     torch.manual_seed(seed)
     htsat = clap_module.htsat.HTSAT_Swin_Transformer(
-        spec_size=256, patch_size=4, patch_stride=(4, 4), num_classes=5, embed_dim=8, depths=[2, 2, 2, 2],
-        num_heads=[1, 2, 2, 4], window_size=8, config=types.SimpleNamespace(**AUDIO_CFG),
-    )  # fmt: skip
+        spec_size=256,
+        patch_size=4,
+        patch_stride=(4, 4),
+        num_classes=5,
+        embed_dim=8,
+        depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 2, 4],
+        window_size=8,
+        config=types.SimpleNamespace(**AUDIO_CFG),
+    )
     with torch.no_grad():  # non-trivial BatchNorm statistics
         htsat.bn0.running_mean.uniform_(-40, -10)
         htsat.bn0.running_var.uniform_(50, 200)
@@ -163,7 +202,10 @@ def test_checkpoint_reader_runs_no_code_and_reads_only_the_audio_branch(tmp_path
     """LAION's file is read by jukemir.checkpoints (no torch.load): foreign objects stay inert, only the
     audio branch comes back, and random bytes are one line naming the file."""
     marker = tmp_path / "pwned"
-    audio = {"module.audio_branch.bn0.weight": torch.arange(4.0), "module.audio_projection.0.bias": torch.ones(2)}
+    audio = {
+        "module.audio_branch.bn0.weight": torch.arange(4.0),
+        "module.audio_projection.0.bias": torch.ones(2),
+    }
     text = {"module.text_branch.embeddings.word_embeddings.weight": torch.zeros(1000, 64)}
     torch.save({"epoch": 15, "state_dict": {**audio, **text}, "args": _Evil(marker)}, tmp_path / "clap.pt")
     state = read_state(tmp_path / "clap.pt")

@@ -55,7 +55,9 @@ class _Evil:
 
 
 def save_official(path, encoder: SampleCNN, monkeypatch, extra: dict | None = None, evil=None) -> None:
-    """Save ``encoder`` as CLMR's Lightning checkpoint: ``encoder.*``, ``model.encoder.*``, ``model.projector.*``.
+    """Save ``encoder`` as CLMR's Lightning checkpoint.
+
+    Its keys are ``encoder.*``, ``model.encoder.*``, ``model.projector.*``.
 
     Like a real one it pickles Lightning objects (a callback class as a dict key,
     hyper-parameters): they come from a stand-in ``pytorch_lightning`` module

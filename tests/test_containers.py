@@ -67,7 +67,10 @@ def native(argv: list[str]) -> list[str]:
 
 
 def run_entrypoint(rep: str, *args, input_dir: Path, output_dir: Path) -> subprocess.CompletedProcess:
-    """``docker run IMAGE ARGS`` for ``rep``, natively, with the folders appended (overriding /input, /output)."""
+    """``docker run IMAGE ARGS`` for ``rep``, natively, with the folders appended.
+
+    The folders override /input, /output.
+    """
     command = dockerfile(rep)["ENTRYPOINT"][-1] + [str(input_dir), str(output_dir), *args, "--no-progress"]
     return subprocess.run(native(command), cwd=REPO, capture_output=True, text=True, timeout=120)
 
@@ -225,8 +228,21 @@ def test_jukebox_entrypoint_with_a_tiny_model(tmp_path):
 
     weights = write_checkpoints(tmp_path / "weights")  # official-format files of an 8-block model
     wavs = tone_folder(tmp_path / "input", 2, seconds=0.5, sr=44100)
-    r = run_entrypoint("jukebox", "--weights", str(weights), "--model", "checkpoint", "--layers", "3",
-                       "--precision", "fp32", "--device", "cpu", input_dir=wavs, output_dir=tmp_path / "output")  # fmt: skip
+    r = run_entrypoint(
+        "jukebox",
+        "--weights",
+        str(weights),
+        "--model",
+        "checkpoint",
+        "--layers",
+        "3",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        input_dir=wavs,
+        output_dir=tmp_path / "output",
+    )
     assert r.returncode == 0, r.stderr
     features = outputs(tmp_path / "output")
     assert len(features) == 2 and all(v.shape == (TINY["prior_width"],) for v in features.values())
@@ -251,8 +267,11 @@ def test_compose_services():
             "/input",
             ":ro",
         )
-        assert mounts[1] == (f"${{JUKEMIR_CACHE_DIR:-~/.jukemir/cache}}/representations/${{DATASET:-gtzan_ff}}/{rep}",
-                             "/output", None)  # fmt: skip
+        assert mounts[1] == (
+            f"${{JUKEMIR_CACHE_DIR:-~/.jukemir/cache}}/representations/${{DATASET:-gtzan_ff}}/{rep}",
+            "/output",
+            None,
+        )
         gpu = "deploy" in service
         assert gpu == (rep in ("musicnn", "clmr", "jukebox"))
         if gpu:
@@ -282,9 +301,12 @@ def bin_dir(tmp_path, monkeypatch):
 def script(name: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
     program = [sys.executable] if name.endswith(".py") else [shutil.which("bash")]
     return subprocess.run(
-        [*program, str(REPRODUCE / name), *args], capture_output=True, text=True, timeout=120,
+        [*program, str(REPRODUCE / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def docker_calls(tmp_path) -> list[str]:
@@ -366,15 +388,20 @@ def test_scripts_loop_over_the_chosen_datasets_and_representations(bin_dir, tmp_
         return log.read_text().splitlines()
 
     assert calls("1_download.sh", "--mirror", "M") == [
-        "download gtzan_ff --jobs 3 --mirror M", "download emomusic --jobs 3 --mirror M"]  # fmt: skip
+        "download gtzan_ff --jobs 3 --mirror M",
+        "download emomusic --jobs 3 --mirror M",
+    ]
     assert calls("2_process.sh")[:2] == [
         "process gtzan_ff --verify-metadata --jobs 3",
         "process gtzan_ff --jobs 3",
     ]
     assert calls("123_precomputed.sh") == [
-        "download precomputed gtzan_ff chroma", "download precomputed gtzan_ff jukebox",
-        "download precomputed emomusic chroma", "download precomputed emomusic jukebox", "download metadata",
-    ]  # fmt: skip
+        "download precomputed gtzan_ff chroma",
+        "download precomputed gtzan_ff jukebox",
+        "download precomputed emomusic chroma",
+        "download precomputed emomusic jukebox",
+        "download metadata",
+    ]
     assert calls("4_grid_config.sh")[-1] == "grid-config emomusic jukebox --grid paper"
     r = script("5_grid_train_serial.sh", env=env)
     assert r.returncode == 1 and "run 4_grid_config.sh first" in r.stderr
@@ -384,8 +411,8 @@ def test_scripts_loop_over_the_chosen_datasets_and_representations(bin_dir, tmp_
             (isolated_cache / "probes" / dataset / rep / "abc.json").write_text("{}")
     ray = calls("5_grid_train_ray.sh", RAY_ADDRESS="auto")
     assert (
-        ray[0]
-        == f"probe gtzan_ff chroma --config {isolated_cache}/probes/gtzan_ff/chroma/abc.json --executor ray --address auto"
+        ray[0] == f"probe gtzan_ff chroma --config {isolated_cache}/probes/gtzan_ff/chroma/abc.json "
+        "--executor ray --address auto"
     )
     assert len(ray) == 4
 
@@ -397,11 +424,26 @@ def test_reproduce_end_to_end_locally_on_the_synthetic_dataset(bin_dir, isolated
 
     synthetic.generate(songs_per_key=3, clips_per_song=1, clip_seconds=1.0, progress=False)
     results = isolated_cache / "results"
-    env = {"DATASETS": "synthetic", "REPRESENTATIONS": "chroma mfcc", "GRID": "demo",
-           "RESULTS_DIR": str(results), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {
+        "DATASETS": "synthetic",
+        "REPRESENTATIONS": "chroma mfcc",
+        "GRID": "demo",
+        "RESULTS_DIR": str(results),
+        "OMP_NUM_THREADS": "1",
+    }
 
-    r = script("3_extract.py", "--local", "--datasets", "synthetic", "--representations", "chroma", "mfcc",
-               "--", "--no-progress", env=env)  # fmt: skip
+    r = script(
+        "3_extract.py",
+        "--local",
+        "--datasets",
+        "synthetic",
+        "--representations",
+        "chroma",
+        "mfcc",
+        "--",
+        "--no-progress",
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     wavs = sorted(p.stem for p in (isolated_cache / "processed" / "synthetic" / "wav").glob("*.wav"))
     assert len(wavs) == 24 * 3
@@ -412,12 +454,15 @@ def test_reproduce_end_to_end_locally_on_the_synthetic_dataset(bin_dir, isolated
 
     r = script("4_grid_config.sh", env=env)
     assert r.returncode == 0, r.stderr
-    configs = {rep: sorted((isolated_cache / "probes" / "synthetic" / rep).glob("*.json")) for rep in ("chroma", "mfcc")}
+    configs = {
+        rep: sorted((isolated_cache / "probes" / "synthetic" / rep).glob("*.json"))
+        for rep in ("chroma", "mfcc")
+    }
     assert [len(c) for c in configs.values()] == [12, 12]
 
     r = script("5_grid_train_serial.sh", "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
-    for rep, cfgs in configs.items():
+    for _rep, cfgs in configs.items():
         for cfg in cfgs:
             assert (cfg.with_suffix("") / "metrics.json").is_file(), cfg
 
@@ -426,7 +471,9 @@ def test_reproduce_end_to_end_locally_on_the_synthetic_dataset(bin_dir, isolated
     rows = json.loads((results / "results.json").read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
     assert sorted((row["dataset"], row["representation"]) for row in rows) == [
-        ("synthetic", "chroma"), ("synthetic", "mfcc")]  # fmt: skip
+        ("synthetic", "chroma"),
+        ("synthetic", "mfcc"),
+    ]
     for row in rows:
         assert 0.0 <= row["test"]["score"] <= 1.0, row  # the key task's primary metric, on test
     assert "chroma" in r.stdout and "mfcc" in r.stdout  # the printed table

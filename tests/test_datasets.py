@@ -301,9 +301,18 @@ def build_mtt(world: World) -> dict:
     ]
     rows, annotations, zipped, frames, expected = [], [], {}, {}, {}
     for clip_id, url, track, start, end, mp3, tags in clips:
-        row = {"clip_id": clip_id, "track_number": track, "title": f"t{clip_id}", "artist": "x", "album": "y",
-               "url": url, "segmentStart": str(start), "segmentEnd": str(end),
-               "original_url": "", "mp3_path": mp3}  # fmt: skip
+        row = {
+            "clip_id": clip_id,
+            "track_number": track,
+            "title": f"t{clip_id}",
+            "artist": "x",
+            "album": "y",
+            "url": url,
+            "segmentStart": str(start),
+            "segmentEnd": str(end),
+            "original_url": "",
+            "mp3_path": mp3,
+        }
         rows.append(row)
         if tags is not None:
             annotations.append(
@@ -326,12 +335,16 @@ def build_mtt(world: World) -> dict:
     for (clip_id, url, track, start, _, _, tags), row in zip(clips, rows):
         expected[clip_id.zfill(5)] = {
             "split": split[clip_id],
-            "clip": {"audio_uid": [url, track], "audio_duration": duration[clip_id], "clip_idx": clip_idx[clip_id],
-                     "clip_offset": float(start)},
+            "clip": {
+                "audio_uid": [url, track],
+                "audio_duration": duration[clip_id],
+                "clip_idx": clip_idx[clip_id],
+                "clip_offset": float(start),
+            },
             "y": None if tags is None else [t for t in tags if t not in ("tag50", "tag51")],
             "y_all": tags,
             "extra": row,
-        }  # fmt: skip
+        }
     world.add_metadata("magnatagatune", expected)
     return {"expected": expected, "frames": frames}
 
@@ -385,20 +398,45 @@ def build_emomusic(world: World) -> dict:
     clips, frames = {}, {}
     for song, asplit, mediaeval, start, end, arousal, valence in songs:
         artists.append(artist_in(asplit, emo_split, artists))
-        info.append({"song_id": str(song), "file_name": f"{song}.mp3", "Artist": artists[-1] + " ",
-                     "Song title": f"Song {song}", "start of the segment (min.sec)": start,
-                     "end of the segment (min.sec)": end, "Genre": "Pop", "Mediaeval 2013 set": mediaeval})  # fmt: skip
-        static.append({"song_id": str(song), "mean_arousal": str(arousal), "std_arousal": "1",
-                       "mean_valence": str(valence), "std_valence": "1"})  # fmt: skip
+        info.append(
+            {
+                "song_id": str(song),
+                "file_name": f"{song}.mp3",
+                "Artist": artists[-1] + " ",
+                "Song title": f"Song {song}",
+                "start of the segment (min.sec)": start,
+                "end of the segment (min.sec)": end,
+                "Genre": "Pop",
+                "Mediaeval 2013 set": mediaeval,
+            }
+        )
+        static.append(
+            {
+                "song_id": str(song),
+                "mean_arousal": str(arousal),
+                "std_arousal": "1",
+                "mean_valence": str(valence),
+                "std_valence": "1",
+            }
+        )
         cont.append({"song_id": str(song), "sample_15000ms": "0.1", "sample_15500ms": "-0.2"})
         stereo = np.stack([tone(1.2, 44100, 500), 0.5 * tone(1.2, 44100, 500)], axis=1)
         clips[f"clips_45seconds/{song}.mp3"] = encode(stereo, 44100, "MP3", world.tmp)
         frames[str(song).zfill(4)] = len(stereo)
-    tables = {"songs_info": info, "static_annotations": static, "valence_cont_average": cont,
-              "valence_cont_std": cont, "arousal_cont_average": cont, "arousal_cont_std": cont}  # fmt: skip
+    tables = {
+        "songs_info": info,
+        "static_annotations": static,
+        "valence_cont_average": cont,
+        "valence_cont_std": cont,
+        "arousal_cont_average": cont,
+        "arousal_cont_std": cont,
+    }
     world.add("EMOMUSIC_CLIPS", "datasets/emomusic/clips_45sec.tar.gz", tar_gz(clips))
-    world.add("EMOMUSIC_ANNOTATIONS", "datasets/emomusic/annotations.tar.gz",
-              tar_gz({f"{stem}.csv": tsv(rows, ",", csv.QUOTE_MINIMAL) for stem, rows in tables.items()}))  # fmt: skip
+    world.add(
+        "EMOMUSIC_ANNOTATIONS",
+        "datasets/emomusic/annotations.tar.gz",
+        tar_gz({f"{stem}.csv": tsv(rows, ",", csv.QUOTE_MINIMAL) for stem, rows in tables.items()}),
+    )
 
     dev = np.array([[a, v] for _, _, m, _, _, a, v in songs if m == "development"])
     mean, std = dev.mean(axis=0), dev.std(axis=0)
@@ -409,11 +447,18 @@ def build_emomusic(world: World) -> dict:
         expected[uid] = {
             "split": "test" if mediaeval == "evaluation" else asplit,
             "y": list((np.array([arousal, valence]) - mean) / std),
-            "clip": {"audio_uid": [artist, f"Song {song}"], "audio_duration": starts[song] + 45.0,
-                     "clip_idx": 0, "clip_offset": starts[song], "clip_duration": 45.0},
-            "extra": {stem: {k: v.strip() for k, v in rows[[r["song_id"] for r in rows].index(str(song))].items()}
-                      for stem, rows in tables.items()},
-        }  # fmt: skip
+            "clip": {
+                "audio_uid": [artist, f"Song {song}"],
+                "audio_duration": starts[song] + 45.0,
+                "clip_idx": 0,
+                "clip_offset": starts[song],
+                "clip_duration": 45.0,
+            },
+            "extra": {
+                stem: {k: v.strip() for k, v in rows[[r["song_id"] for r in rows].index(str(song))].items()}
+                for stem, rows in tables.items()
+            },
+        }
     world.add_metadata("emomusic", expected)
     return {"expected": expected, "frames": frames}
 
@@ -472,13 +517,25 @@ def build_giantsteps(world: World) -> dict:
     root = "giantsteps-mtg-key-dataset-fd7b8c584f7bd6d720d170c325a6d42c9bf75a6b"
     files, beatport, annotations, extras = {}, [], [], {}
     for did, artist, key, conf, seconds, _ in train_tracks:
-        bp = {"ID": str(did), "ARTIST": artist, "SONG TITLE": f"s{did}", "MIX": "Original Mix", "LABEL": "L",
-              "BP GENRE": "Techno", "BP BPM": "128", "BP KEY": key}  # fmt: skip
+        bp = {
+            "ID": str(did),
+            "ARTIST": artist,
+            "SONG TITLE": f"s{did}",
+            "MIX": "Original Mix",
+            "LABEL": "L",
+            "BP GENRE": "Techno",
+            "BP BPM": "128",
+            "BP KEY": key,
+        }
         ann = {"ID": str(did), "MANUAL KEY": key, "C": conf}
         beatport.append(bp)
         annotations.append(ann)
-        texts = {"genre": "techno\n", "key": f"{key.lower()}\t{conf}\t\n",
-                 "giantsteps.genre": "#@format: tag\ntag\t0\ttechno\n", "giantsteps.key": f"key\t0\t{key.lower()}\n"}  # fmt: skip
+        texts = {
+            "genre": "techno\n",
+            "key": f"{key.lower()}\t{conf}\t\n",
+            "giantsteps.genre": "#@format: tag\ntag\t0\ttechno\n",
+            "giantsteps.key": f"key\t0\t{key.lower()}\n",
+        }
         for name, text in texts.items():
             folder, ext = name.rpartition(".")[0] or name, name.rpartition(".")[2]
             files[f"{root}/annotations/{folder}/{did}.LOFI.{ext}"] = text.encode()
@@ -526,10 +583,17 @@ def build_giantsteps(world: World) -> dict:
     for did, split, seconds in songs:
         for idx in range(int(seconds // 30)):
             expected[f"{str(did).zfill(7)}-{idx}"] = {
-                "split": split, "y": labels[did], "extra": extras[did],
-                "clip": {"audio_uid": str(did).zfill(7), "audio_duration": seconds, "clip_idx": idx,
-                         "clip_offset": 30.0 * idx, "clip_duration": 30.0},
-            }  # fmt: skip
+                "split": split,
+                "y": labels[did],
+                "extra": extras[did],
+                "clip": {
+                    "audio_uid": str(did).zfill(7),
+                    "audio_duration": seconds,
+                    "clip_idx": idx,
+                    "clip_offset": 30.0 * idx,
+                    "clip_duration": 30.0,
+                },
+            }
     world.add_metadata("giantsteps_clips", expected)
     return {"expected": expected}
 
@@ -539,10 +603,21 @@ def test_giantsteps_two_hop_artist_split_and_30s_clips(world):
     assert main(["process", "giantsteps", "--verify-metadata", "--jobs", "4"]) == 0
     assert main(["process", "giantsteps_clips", "--no-progress", "--jobs", "1"]) == 0
     meta = load_meta("giantsteps_clips")
-    assert sorted(meta) == sorted(fake["expected"]) == [
-        "0000101-0", "0000101-1", "0000102-0", "0000103-0", "0000104-0", "0000104-1",
-        "0000201-0", "0000201-1", "0000202-0",
-    ]  # fmt: skip
+    assert (
+        sorted(meta)
+        == sorted(fake["expected"])
+        == [
+            "0000101-0",
+            "0000101-1",
+            "0000102-0",
+            "0000103-0",
+            "0000104-0",
+            "0000104-1",
+            "0000201-0",
+            "0000201-1",
+            "0000202-0",
+        ]
+    )
     assert split_counts(meta) == {"train": 2, "valid": 4, "test": 3, None: 0}
     for uid, record in meta.items():
         pcm, sr, info = read_wav(Layout().processed("giantsteps_clips") / "wav" / f"{uid}.wav")
@@ -630,14 +705,31 @@ def test_real_metadata_reproduces_reference_counts(real_metadata_mirror, capsys)
 
 
 def test_metadata_derived_from_annotations_rebuilt_from_the_real_files(paper_metadata):
-    """Rebuild the raw annotation tables from the extras in the real metadata; derivation must give it back."""
+    """Rebuild the raw annotation tables from the extras in the real metadata.
+
+    Derivation must give it back.
+    """
     real = read_json(paper_metadata / "gtzan_ff.json.gz")
     lists = {"train": [], "valid": [], "test": []}
     for record in real.values():
         lists[record["split"]].append(f"{record['y']}/{record['extra']['id']}.wav")
     listed = {r["extra"]["id"] for r in real.values()}
-    wavs = [f"genres/{g}/{g}.{i:05d}.wav" for g in ["blues", "classical", "country", "disco", "hiphop", "jazz",
-            "metal", "pop", "reggae", "rock"] for i in range(100)]  # fmt: skip
+    wavs = [
+        f"genres/{g}/{g}.{i:05d}.wav"
+        for g in [
+            "blues",
+            "classical",
+            "country",
+            "disco",
+            "hiphop",
+            "jazz",
+            "metal",
+            "pop",
+            "reggae",
+            "rock",
+        ]
+        for i in range(100)
+    ]
     derived = gtzan.derive(wavs, lists)
     assert compare_metadata(derived, real) == [] and len(wavs) - len(listed) == 70
 
@@ -665,10 +757,14 @@ def test_metadata_derived_from_annotations_rebuilt_from_the_real_files(paper_met
     columns = list(graph.static_order())
     assert len(columns) == 188
     annotation_rows = [
-        {"clip_id": r["extra"]["clip_id"], **{t: "1" if t in r["y_all"] else "0" for t in columns},
-         "mp3_path": r["extra"]["mp3_path"]}
-        for r in real.values() if r["y_all"] is not None
-    ]  # fmt: skip
+        {
+            "clip_id": r["extra"]["clip_id"],
+            **{t: "1" if t in r["y_all"] else "0" for t in columns},
+            "mp3_path": r["extra"]["mp3_path"],
+        }
+        for r in real.values()
+        if r["y_all"] is not None
+    ]
     assert compare_metadata(magnatagatune.derive(clip_rows, annotation_rows), real) == []
 
     # The real metadata keeps only the tracks that passed the filter, so the artist links that ran

@@ -12,8 +12,12 @@ from jukemir.datasets import load_meta, synthetic
 
 def test_synthetic_is_deterministic_and_split_by_song(tmp_path):
     layout = Layout(tmp_path)
-    a = synthetic.generate(layout.processed("a"), songs_per_key=3, clips_per_song=2, clip_seconds=0.5, progress=False)
-    b = synthetic.generate(layout.processed("b"), songs_per_key=3, clips_per_song=2, clip_seconds=0.5, progress=False)
+    a = synthetic.generate(
+        layout.processed("a"), songs_per_key=3, clips_per_song=2, clip_seconds=0.5, progress=False
+    )
+    b = synthetic.generate(
+        layout.processed("b"), songs_per_key=3, clips_per_song=2, clip_seconds=0.5, progress=False
+    )
     assert sorted(p.name for p in (a / "wav").iterdir()) == sorted(p.name for p in (b / "wav").iterdir())
     assert all((a / "wav" / p.name).read_bytes() == p.read_bytes() for p in (b / "wav").iterdir())
     meta = load_meta("a", layout)

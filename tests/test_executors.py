@@ -95,8 +95,11 @@ def test_ray_grid_equals_local(ray_executor, tmp_path):
     here, there = Layout(tmp_path / "local"), Layout(tmp_path / "ray")
     _small_dataset(here.root)
     _small_dataset(there.root)
-    cfgs = grid_cfgs("test", "noisy", {"hidden_layer_sizes": [[], [16]], "learning_rate": [1e-3, 1e-2],
-                                       "early_stopping_boredom": [8]})  # fmt: skip
+    cfgs = grid_cfgs(
+        "test",
+        "noisy",
+        {"hidden_layer_sizes": [[], [16]], "learning_rate": [1e-3, 1e-2], "early_stopping_boredom": [8]},
+    )
     local = train_grid("test", "noisy", cfgs, layout=here, progress=False)
     remote = train_grid("test", "noisy", cfgs, layout=there, executor=ray_executor)
     assert [r["uid"] for r in local] == [r["uid"] for r in remote]

@@ -48,7 +48,17 @@ def test_cli_batch_bad_file_and_rerun(tone_folder, tmp_path):
     (tone_folder / "t2.wav").write_bytes(b"garbage, not a wav file" * 10)  # the 3rd file is corrupt
     out = tmp_path / "out"
     # batch 1 of size 2 = the 3rd and 4th files: t2 (corrupt) and t3
-    r = _cli("extract", "mfcc", str(tone_folder), str(out), "--batch_size", "2", "--batch_idx", "1", "--no-progress")
+    r = _cli(
+        "extract",
+        "mfcc",
+        str(tone_folder),
+        str(out),
+        "--batch_size",
+        "2",
+        "--batch_idx",
+        "1",
+        "--no-progress",
+    )
     assert r.returncode == 1, r.stderr
     assert sorted(p.name for p in out.glob("*.npy")) == ["t3.npy"]
     assert "t2.wav" in r.stderr and "cannot decode" in r.stderr
@@ -71,7 +81,9 @@ def test_cli_batch_bad_file_and_rerun(tone_folder, tmp_path):
 
 
 def test_all_good_exit_zero(tone_folder, tmp_path):
-    r = _cli("extract", "chroma", str(tone_folder), str(tmp_path / "o"), "--batch_size", "3", "--batch_idx", "1")
+    r = _cli(
+        "extract", "chroma", str(tone_folder), str(tmp_path / "o"), "--batch_size", "3", "--batch_idx", "1"
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "o").glob("*.npy")) == ["t3.npy", "t4.npy"]
 
@@ -186,6 +198,13 @@ def test_reports_of_shards_merge():
     total = FolderReport("chroma", "out")
     total.merge(FolderReport("chroma", "out", done=2, skipped=1, stale=1, failed=[("a.wav", "bad")]))
     total.merge(FolderReport("chroma", "out", done=3, busy=1, foreign=2, nonfinite=1))
-    assert (total.done, total.skipped, total.busy, total.stale, total.foreign, total.nonfinite) == (5, 1, 1, 1, 2, 1)
+    assert (total.done, total.skipped, total.busy, total.stale, total.foreign, total.nonfinite) == (
+        5,
+        1,
+        1,
+        1,
+        2,
+        1,
+    )
     assert total.failed == [("a.wav", "bad")] and not total.ok
     assert "5 done, 1 skipped, 1 failed, 1 done by another worker, 1 stale recomputed" in total.summary()

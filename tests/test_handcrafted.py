@@ -169,9 +169,12 @@ def test_installed_mode_is_the_installed_librosa(real_clip, name, dim, fn):
 def test_modes_and_provenance():
     for name in ("chroma", "mfcc"):
         original = get_representation(name)
-        assert original.provenance() == {"representation": name, "version": "2",
-                                         "options": {"handcrafted_librosa": "0.8.1"},
-                                         "resampler": "kaiser_best (resampy 0.2)"}  # fmt: skip
+        assert original.provenance() == {
+            "representation": name,
+            "version": "2",
+            "options": {"handcrafted_librosa": "0.8.1"},
+            "resampler": "kaiser_best (resampy 0.2)",
+        }
         installed = get_representation(name, handcrafted_librosa="installed")
         assert installed.options() == {"handcrafted_librosa": "installed", "librosa": librosa.__version__}
     with pytest.raises(ValueError, match="handcrafted_librosa must be"):

@@ -33,14 +33,32 @@ PACKAGES = ("hearvalidator==2021.0.2", "hearbaseline==2021.1.1")
 
 @pytest.fixture(scope="module")
 def hear_path(tmp_path_factory):
-    """A folder holding hearvalidator and hearbaseline (no dependencies), on sys.path; and the tensorflow stand-in."""
+    """A folder holding hearvalidator and hearbaseline (no dependencies), on sys.path.
+
+    And the tensorflow stand-in.
+    """
     root = tmp_path_factory.mktemp("hear")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                    "--target", str(root / "site"), *PACKAGES], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(root / "site"),
+            *PACKAGES,
+        ],
+        check=True,
+        capture_output=True,
+    )
     standin = root / "standin" / "tensorflow"
     standin.mkdir(parents=True)
-    (standin / "__init__.py").write_text('"""Stand-in: hearvalidator only asks isinstance(model, tf.Module)."""\n\n\n'
-                                         "class Module:\n    pass\n")  # fmt: skip
+    (standin / "__init__.py").write_text(
+        '"""Stand-in: hearvalidator only asks isinstance(model, tf.Module)."""\n\n\nclass Module:\n    pass\n'
+    )
     sys.path.insert(0, str(root / "site"))
     try:
         yield root
@@ -62,8 +80,9 @@ def test_hearvalidator_passes(hear_path, tmp_path):
         "print('mert: Looks good!')\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hear_path / "site"), str(hear_path / "standin")]))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mfcc: Looks good!" in result.stdout and "mert: Looks good!" in result.stdout
     assert "Received embedding of shape: torch.Size([16, 41, 120])" in result.stdout  # 2 s every 50 ms
@@ -114,8 +133,12 @@ def test_extract_with_hearbaseline(hear_path, tmp_path, capsys):
         np.testing.assert_allclose(np.load(tmp_path / "out" / f"x{i}.npy"), expected, rtol=1e-6)
     record = json.loads((tmp_path / "out" / ".jukemir" / "provenance" / "x0.json").read_text())
     assert record["representation"] == "hear:hearbaseline.vqt"
-    assert record["options"] == {"module": "hearbaseline.vqt", "model_file": None, "distribution": "hearbaseline",
-                                 "version": "2021.1.1"}  # fmt: skip
+    assert record["options"] == {
+        "module": "hearbaseline.vqt",
+        "model_file": None,
+        "distribution": "hearbaseline",
+        "version": "2021.1.1",
+    }
 
 
 def test_hear_round_trip_equals_the_representation(tmp_path, tone_folder):
@@ -130,8 +153,11 @@ def test_hear_round_trip_equals_the_representation(tmp_path, tone_folder):
 
 
 def test_hear_errors_are_one_line(tmp_path, capsys, tone_folder):
-    for name, reason in (("hear:no_such_module", "cannot import the HEAR module"), ("hear:json", "not a HEAR module"),
-                         ("hear:", "give what follows 'hear:'")):  # fmt: skip
+    for name, reason in (
+        ("hear:no_such_module", "cannot import the HEAR module"),
+        ("hear:json", "not a HEAR module"),
+        ("hear:", "give what follows 'hear:'"),
+    ):
         assert main(["extract", name, str(tone_folder), str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and reason in err[0], err

@@ -1,4 +1,7 @@
-"""hf:<model>: random checkpoints saved by transformers (the hub's format) give what transformers itself gives."""
+"""hf:<model>: random checkpoints saved by transformers (the hub's format).
+
+They give what transformers itself gives.
+"""
 
 import json
 
@@ -25,9 +28,14 @@ from jukemir.cli import main
 from jukemir.representations import get_representation
 
 SPEECH = dict(  # noqa: C408 - config keyword names
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=[16] * 7,
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-)  # fmt: skip
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    conv_dim=[16] * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
 
 
 def save_wav2vec2(folder, seed=0):
@@ -48,8 +56,16 @@ def save_hubert_bin(folder, seed=0):
 
 def save_ast(folder, seed=0):
     torch.manual_seed(seed)
-    cfg = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_length=64,
-                    num_mel_bins=16, frequency_stride=10, time_stride=10)  # fmt: skip
+    cfg = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_length=64,
+        num_mel_bins=16,
+        frequency_stride=10,
+        time_stride=10,
+    )
     ASTModel(cfg).save_pretrained(folder)
     ASTFeatureExtractor(max_length=64, num_mel_bins=16).save_pretrained(folder)
     return folder

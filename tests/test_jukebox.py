@@ -30,10 +30,32 @@ from jukemir.representations.jukebox.hps import PriorHps, resolve_hps
 SR = 44100
 # A small member of the family: hop 128 (downs 3, 2, 2), 64 tokens = 8 rows of 8, width 32, 8 blocks.
 TINY = dict(
-    levels=3, downs_t=(3, 2, 2), strides_t=(2, 2, 2), emb_width=16, l_bins=64, width=8, depth=2, m_conv=1.0,
-    dilation_growth_rate=3, hvqvae_multipliers=(2, 1, 1), sr=SR,
-    level=2, n_ctx=64, prior_width=32, prior_depth=8, heads=2, attn_order=2, blocks=8, m_attn=0.25, m_mlp=1.0,
-    y_bins=(5, 7), t_bins=1024, max_bow_genre_size=5, min_duration=60.0, max_duration=600.0, fp16_params=True,
+    levels=3,
+    downs_t=(3, 2, 2),
+    strides_t=(2, 2, 2),
+    emb_width=16,
+    l_bins=64,
+    width=8,
+    depth=2,
+    m_conv=1.0,
+    dilation_growth_rate=3,
+    hvqvae_multipliers=(2, 1, 1),
+    sr=SR,
+    level=2,
+    n_ctx=64,
+    prior_width=32,
+    prior_depth=8,
+    heads=2,
+    attn_order=2,
+    blocks=8,
+    m_attn=0.25,
+    m_mlp=1.0,
+    y_bins=(5, 7),
+    t_bins=1024,
+    max_bow_genre_size=5,
+    min_duration=60.0,
+    max_duration=600.0,
+    fp16_params=True,
 )
 HOP, N_CTX, WIDTH, DEPTH, BLOCK_CTX = 128, 64, 32, 8, 8
 MIN_SAMPLES = N_CTX * HOP
@@ -46,7 +68,10 @@ def official_vqvae_shapes(h: dict) -> dict[str, tuple]:
     """Every key of the official VQ-VAE state dict for hps ``h`` (decoders abbreviated: they are dropped)."""
     shapes, emb = {}, h["emb_width"]
     for level in range(h["levels"]):
-        width, depth = h["width"] * h["hvqvae_multipliers"][level], h["depth"] * h["hvqvae_multipliers"][level]
+        width, depth = (
+            h["width"] * h["hvqvae_multipliers"][level],
+            h["depth"] * h["hvqvae_multipliers"][level],
+        )
         for i in range(level + 1):
             s, prefix = h["strides_t"][i], f"encoders.{level}.level_blocks.{i}.model"
             for j in range(h["downs_t"][i]):
@@ -77,14 +102,22 @@ def official_prior_shapes(h: dict) -> dict[str, tuple]:
     }
     for d in range(h["prior_depth"]):
         b = f"prior.transformer._attn_mods.{d}"
-        shapes.update({
-            f"{b}.attn.c_attn.w": (w, 3 * s), f"{b}.attn.c_attn.b": (3 * s,),
-            f"{b}.attn.c_proj.w": (s, w), f"{b}.attn.c_proj.b": (w,),
-            f"{b}.ln_0.weight": (w,), f"{b}.ln_0.bias": (w,),
-            f"{b}.mlp.c_fc.w": (w, m), f"{b}.mlp.c_fc.b": (m,),
-            f"{b}.mlp.c_proj.w": (m, w), f"{b}.mlp.c_proj.b": (w,),
-            f"{b}.ln_1.weight": (w,), f"{b}.ln_1.bias": (w,),
-        })
+        shapes.update(
+            {
+                f"{b}.attn.c_attn.w": (w, 3 * s),
+                f"{b}.attn.c_attn.b": (3 * s,),
+                f"{b}.attn.c_proj.w": (s, w),
+                f"{b}.attn.c_proj.b": (w,),
+                f"{b}.ln_0.weight": (w,),
+                f"{b}.ln_0.bias": (w,),
+                f"{b}.mlp.c_fc.w": (w, m),
+                f"{b}.mlp.c_fc.b": (m,),
+                f"{b}.mlp.c_proj.w": (m, w),
+                f"{b}.mlp.c_proj.b": (w,),
+                f"{b}.ln_1.weight": (w,),
+                f"{b}.ln_1.bias": (w,),
+            }
+        )
     shapes["prior.x_out.weight"] = (h["l_bins"], w)
     return shapes
 
@@ -184,7 +217,9 @@ def test_official_checkpoints_load_into_the_models(ckpt_dir):
     assert block.attn.c_attn.w.dtype == torch.float16  # fp32 mode keeps the stored fp16 weights
     assert torch.equal(block.attn.c_attn.w, saved["prior.transformer._attn_mods.2.attn.c_attn.w"])
     assert torch.equal(block.ln_1.bias, saved["prior.transformer._attn_mods.2.ln_1.bias"])
-    assert torch.equal(rep.prior.y_emb.relative_pos_emb.emb.weight, saved["y_emb.relative_pos_emb.emb.weight"])
+    assert torch.equal(
+        rep.prior.y_emb.relative_pos_emb.emb.weight, saved["y_emb.relative_pos_emb.emb.weight"]
+    )
     assert len(rep.prior.prior.transformer._attn_mods) == 3
     vq = load_official(ckpt_dir / "vqvae.pth.tar")
     enc = rep.vqvae.encoders["2"].level_blocks[1].model[0][1].model[1].model[3]
@@ -196,7 +231,9 @@ def test_official_checkpoints_load_into_the_models(ckpt_dir):
 def test_conversion_happens_once_and_deeper_files_are_reused(ckpt_dir, isolated_cache, capsys):
     tiny_rep(ckpt_dir, layers=[5])
     assert capsys.readouterr().err.count("converting") == 2
-    converted = sorted(p.name for p in (isolated_cache / "models" / "jukebox" / "converted").rglob("*.safetensors"))
+    converted = sorted(
+        p.name for p in (isolated_cache / "models" / "jukebox" / "converted").rglob("*.safetensors")
+    )
     assert converted == ["prior_level_2.blocks5.safetensors", "vqvae.safetensors"]
     tiny_rep(ckpt_dir, layers=[2, 4])  # a shallower request reads the 5-block file
     assert "converting" not in capsys.readouterr().err
@@ -204,9 +241,15 @@ def test_conversion_happens_once_and_deeper_files_are_reused(ckpt_dir, isolated_
 
 def test_truncation_drops_exactly_the_right_keys(ckpt_dir, tmp_path):
     expected = official_prior_shapes(TINY)
-    keep = {k: v for k, v in expected.items() if k != "prior.x_out.weight" and not any(
-        k.startswith(f"prior.transformer._attn_mods.{d}.") for d in range(3, DEPTH))}
-    report = W.convert(ckpt_dir / "prior_level_2.pth.tar", tmp_path / "p.safetensors", W.prior_key_filter(3), keep, {})
+    keep = {
+        k: v
+        for k, v in expected.items()
+        if k != "prior.x_out.weight"
+        and not any(k.startswith(f"prior.transformer._attn_mods.{d}.") for d in range(3, DEPTH))
+    }
+    report = W.convert(
+        ckpt_dir / "prior_level_2.pth.tar", tmp_path / "p.safetensors", W.prior_key_filter(3), keep, {}
+    )
     assert sorted(report.dropped) == sorted(set(expected) - set(keep))
     assert report.kept == len(keep) == 7 + 3 * 12
     kept_bytes = sum(int(np.prod(shape)) * (2 if k.endswith(".w") else 4) for k, shape in keep.items())
@@ -216,8 +259,12 @@ def test_truncation_drops_exactly_the_right_keys(ckpt_dir, tmp_path):
     assert set(load_file(tmp_path / "p.safetensors")) == set(keep)
 
     vq_shapes = official_vqvae_shapes(TINY)
-    vq_keep = {k: v for k, v in vq_shapes.items() if k.startswith(("encoders.2.", "bottleneck.level_blocks.2."))}
-    vq_report = W.convert(ckpt_dir / "vqvae.pth.tar", tmp_path / "v.safetensors", W.vqvae_key_filter(2), vq_keep, {})
+    vq_keep = {
+        k: v for k, v in vq_shapes.items() if k.startswith(("encoders.2.", "bottleneck.level_blocks.2."))
+    }
+    vq_report = W.convert(
+        ckpt_dir / "vqvae.pth.tar", tmp_path / "v.safetensors", W.vqvae_key_filter(2), vq_keep, {}
+    )
     assert sorted(vq_report.dropped) == sorted(set(vq_shapes) - set(vq_keep))
     assert any(k.startswith("decoders.") for k in vq_report.dropped)
 
@@ -260,13 +307,18 @@ def test_random_bytes_are_a_clear_error_never_a_crash(tmp_path):
         if i % 3 == 2:  # the legacy format's first pickle (its magic number), then garbage
             data = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19." + b"\x80\x02" + data
         path.write_bytes(data)
-        with pytest.raises(ValueError, match=r"vqvae.pth.tar: (not a readable torch checkpoint|expected a dict)"):
+        with pytest.raises(
+            ValueError, match=r"vqvae.pth.tar: (not a readable torch checkpoint|expected a dict)"
+        ):
             W.CheckpointIndex(path)
 
 
 def test_zip_format_reads_the_same(ckpt_dir, tmp_path):
     folder = write_checkpoints(tmp_path / "zip", zip_format=True)
-    with W.CheckpointIndex(folder / "prior_level_2.pth.tar") as z, W.CheckpointIndex(ckpt_dir / "prior_level_2.pth.tar") as leg:
+    with (
+        W.CheckpointIndex(folder / "prior_level_2.pth.tar") as z,
+        W.CheckpointIndex(ckpt_dir / "prior_level_2.pth.tar") as leg,
+    ):
         assert (z.format, leg.format) == ("zip", "legacy")
         assert z.hps["prior_width"] == WIDTH and leg.hps["sample_length"] == 1048576
         for name in ("prior.pos_emb.pos_emb", "prior.transformer._attn_mods.4.mlp.c_fc.w"):
@@ -281,7 +333,10 @@ def test_checkpoints_saved_from_cuda_tensors_read(ckpt_dir, tmp_path):
     data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
     assert data.count(b"ctorch.cuda\nHalfStorage") == 1 and b"cuda:0" in data
     (tmp_path / "cuda.pth.tar").write_bytes(data)
-    with W.CheckpointIndex(tmp_path / "cuda.pth.tar") as cuda, W.CheckpointIndex(ckpt_dir / "prior_level_2.pth.tar") as cpu:
+    with (
+        W.CheckpointIndex(tmp_path / "cuda.pth.tar") as cuda,
+        W.CheckpointIndex(ckpt_dir / "prior_level_2.pth.tar") as cpu,
+    ):
         assert cuda.tensors.keys() == cpu.tensors.keys()
         for name in ("prior.transformer._attn_mods.7.attn.c_proj.w", "y_emb.artist_emb.emb.weight"):
             assert torch.equal(cuda.tensor(name), cpu.tensor(name))
@@ -289,7 +344,13 @@ def test_checkpoints_saved_from_cuda_tensors_read(ckpt_dir, tmp_path):
 
 def test_hps_by_official_names(ckpt_dir):
     vq, prior = resolve_hps("5b")
-    assert (vq.hop_length, vq.l_bins, prior.prior_width, prior.attn_state, prior.block_ctx) == (128, 2048, 4800, 1200, 64)
+    assert (vq.hop_length, vq.l_bins, prior.prior_width, prior.attn_state, prior.block_ctx) == (
+        128,
+        2048,
+        4800,
+        1200,
+        64,
+    )
     vq, prior = resolve_hps("5b", {"prior_width": 64, "n_ctx": 128, "blocks": 16, "downs_t": (1, 1, 1)})
     assert (prior.prior_width, prior.block_ctx, vq.hop_length) == (64, 8, 8)
     with pytest.raises(ValueError, match="unknown jukebox hyper-parameter.*bogus"):
@@ -300,7 +361,9 @@ def test_hps_by_official_names(ckpt_dir):
         resolve_hps("5b", {"n_ctx": 100})
     # the same tiny model from overrides of the named config as from the stored hps
     a = tiny_rep(ckpt_dir, layers=[2])
-    b = Jukebox(device="cpu", precision="fp32", layers=[2], weights=str(ckpt_dir), hps={k: v for k, v in TINY.items()})
+    b = Jukebox(
+        device="cpu", precision="fp32", layers=[2], weights=str(ckpt_dir), hps={k: v for k, v in TINY.items()}
+    )
     x = clip(0.3)
     np.testing.assert_array_equal(a(x), b(x))
 
@@ -330,7 +393,9 @@ def test_official_download_trust_on_first_use(ckpt_dir, tmp_path, monkeypatch, i
     # the compact files suffice once converted, even without the sources
     for name in ("vqvae.pth.tar", "prior_level_2.pth.tar"):
         (isolated_cache / "models/jukebox/5b" / name).unlink()
-    again = Jukebox(device="cpu", precision="fp32", model="checkpoint", layers=[2], mirror=str(mirror / "nowhere"))
+    again = Jukebox(
+        device="cpu", precision="fp32", model="checkpoint", layers=[2], mirror=str(mirror / "nowhere")
+    )
     np.testing.assert_array_equal(rep(clip(0.3)), again(clip(0.3)))
     # a later download that differs from the recorded sha256 is refused
     (remote / "vqvae.pth.tar").write_bytes(b"tampered" + (ckpt_dir / "vqvae.pth.tar").read_bytes())
@@ -345,8 +410,13 @@ def test_fp32_and_reduced_precision_agree(ckpt_dir):
     """Stated tolerance (relative L2 error of the features vs fp32): bf16 < 2e-2, fp16 < 2e-3, tf32 < 2e-3,
     with or without the folded MLP (fuse_mlp)."""
     clips = [clip(0.3, s) for s in range(3)]
-    modes = [("bf16", False, 2e-2), ("fp16", False, 2e-3), ("bf16", True, 2e-2), ("fp16", True, 2e-3),
-             ("tf32", False, 2e-3)]  # fmt: skip
+    modes = [
+        ("bf16", False, 2e-2),
+        ("fp16", False, 2e-3),
+        ("bf16", True, 2e-2),
+        ("fp16", True, 2e-3),
+        ("tf32", False, 2e-3),
+    ]
     for pool in ("mean", "none"):
         ref = np.stack(tiny_rep(ckpt_dir, layers=[8], pool=pool).batch(clips))
         for precision, fuse, tol in modes:
@@ -363,7 +433,10 @@ def test_speed_switches(ckpt_dir):
     plain = tiny_rep(ckpt_dir, precision="bf16")
     fused = tiny_rep(ckpt_dir, precision="bf16", fuse_mlp=True)
     assert "fuse_mlp" not in plain.options() and fused.options()["fuse_mlp"] is True
-    block, ref = fused.prior.prior.transformer._attn_mods[0].mlp, plain.prior.prior.transformer._attn_mods[0].mlp
+    block, ref = (
+        fused.prior.prior.transformer._attn_mods[0].mlp,
+        plain.prior.prior.transformer._attn_mods[0].mlp,
+    )
     assert block.folded and not ref.folded
     x = torch.randn(5, WIDTH, dtype=torch.bfloat16)
     np.testing.assert_allclose(block(x).float(), ref(x).float(), rtol=0.05, atol=0.05)
@@ -375,7 +448,10 @@ def test_speed_switches(ckpt_dir):
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager(ckpt_dir):
-    """The compiled blocks compute the same features (fp32: to float32 rounding; bf16: within bf16's tolerance)."""
+    """The compiled blocks compute the same features.
+
+    fp32: to float32 rounding; bf16: within bf16's tolerance.
+    """
     clips = [clip(0.3, s) for s in range(2)]
     for precision, tol in (("fp32", 1e-4), ("bf16", 2e-2)):
         eager = np.stack(tiny_rep(ckpt_dir, layers=[8], precision=precision).batch(clips))
@@ -386,7 +462,13 @@ def test_torch_compile_matches_eager(ckpt_dir):
 
 
 def test_outputs_do_not_depend_on_batch_composition(ckpt_dir):
-    clips = [clip(0.3, 0), clip(0.2, 1), clip(0.25, 2), clip(0.1, 3), clip(0.3, 4)]  # one short, lengths differ
+    clips = [
+        clip(0.3, 0),
+        clip(0.2, 1),
+        clip(0.25, 2),
+        clip(0.1, 3),
+        clip(0.3, 4),
+    ]  # one short, lengths differ
     alone = tiny_rep(ckpt_dir, layers=[1, 3], allow_short=True, batch_size=1)
     together = tiny_rep(ckpt_dir, layers=[1, 3], allow_short=True, batch_size=4)
     singles = [alone(c) for c in clips]
@@ -399,7 +481,9 @@ def test_outputs_do_not_depend_on_batch_composition(ckpt_dir):
 def test_short_clip_error_and_allow_short(ckpt_dir):
     short = clip((MIN_SAMPLES - 1) / SR)
     rep = tiny_rep(ckpt_dir, layers=[3])
-    with pytest.raises(ValueError, match=r"audio too short: 8191 samples .* 63 of the 64 tokens .*--allow-short"):
+    with pytest.raises(
+        ValueError, match=r"audio too short: 8191 samples .* 63 of the 64 tokens .*--allow-short"
+    ):
         rep(short)
     assert rep(clip(MIN_SAMPLES / SR)).shape == (WIDTH,)
     full = tiny_rep(ckpt_dir, layers=[3], pool="none", allow_short=True)
@@ -420,7 +504,9 @@ def test_output_shapes(ckpt_dir):
     out = none(x)
     assert out.shape == (2, N_CTX, WIDTH) and out.dtype == np.float32
     single = tiny_rep(ckpt_dir, layers=[1])(x)
-    np.testing.assert_allclose(single, out[1].mean(axis=0), rtol=1e-5, atol=1e-6)  # stacked in the order asked
+    np.testing.assert_allclose(
+        single, out[1].mean(axis=0), rtol=1e-5, atol=1e-6
+    )  # stacked in the order asked
 
 
 def test_load_crops_to_25_seconds(ckpt_dir, tmp_path):
@@ -456,13 +542,21 @@ def reference_codes(vq: dict, audio: np.ndarray) -> torch.Tensor:
     prefix = "encoders.2.level_blocks"
     for i, down_t in enumerate(TINY["downs_t"]):
         for j in range(down_t):
-            x = F.conv1d(x, vq[f"{prefix}.{i}.model.{j}.0.weight"], vq[f"{prefix}.{i}.model.{j}.0.bias"], stride=2, padding=1)
+            x = F.conv1d(
+                x,
+                vq[f"{prefix}.{i}.model.{j}.0.weight"],
+                vq[f"{prefix}.{i}.model.{j}.0.bias"],
+                stride=2,
+                padding=1,
+            )
             for r in range(TINY["depth"]):
                 u = f"{prefix}.{i}.model.{j}.1.model.{r}.model"
                 dil = 3**r
                 y = F.conv1d(F.relu(x), vq[f"{u}.1.weight"], vq[f"{u}.1.bias"], padding=dil, dilation=dil)
                 x = x + F.conv1d(F.relu(y), vq[f"{u}.3.weight"], vq[f"{u}.3.bias"])
-        x = F.conv1d(x, vq[f"{prefix}.{i}.model.{down_t}.weight"], vq[f"{prefix}.{i}.model.{down_t}.bias"], padding=1)
+        x = F.conv1d(
+            x, vq[f"{prefix}.{i}.model.{down_t}.weight"], vq[f"{prefix}.{i}.model.{down_t}.bias"], padding=1
+        )
     z = x[0].T  # (tokens, emb)
     return ((z[:, None, :] - vq["bottleneck.level_blocks.2.k"][None]) ** 2).sum(-1).argmin(-1)
 
@@ -484,7 +578,9 @@ def reference_layers(p: dict, tokens: torch.Tensor, n_layers: int) -> list[torch
         + p["y_emb.relative_pos_emb.emb.weight"][rel_bins]
     )
     y_cond = p["y_emb.artist_emb.emb.weight"][0] + p["y_emb.bow_genre_emb.emb.weight"][0]
-    shifted = torch.cat([y_cond[None], p["prior.x_emb.weight"][tokens[:-1]]])  # start token, then tokens shifted right
+    shifted = torch.cat(
+        [y_cond[None], p["prior.x_emb.weight"][tokens[:-1]]]
+    )  # start token, then tokens shifted right
     x = shifted + p["prior.pos_emb.pos_emb"][:T] + x_cond[:T]
 
     i, j = np.arange(T)[:, None], np.arange(T)[None, :]
@@ -537,7 +633,9 @@ def test_layers_match_an_independent_recomputation(ckpt_dir):
 
 
 def test_registry_builds_it(ckpt_dir):
-    rep = get_representation("jukebox", device="cpu", weights=str(ckpt_dir), model="checkpoint", precision="fp32", layers=[2])
+    rep = get_representation(
+        "jukebox", device="cpu", weights=str(ckpt_dir), model="checkpoint", precision="fp32", layers=[2]
+    )
     assert rep.name == "jukebox" and rep.sample_rate == SR and rep.normalize
     with pytest.raises(ValueError, match="clmr_frame"):
         get_representation("jukebox", clmr_frame=59049)
@@ -552,10 +650,27 @@ def test_cli_extract_runs_through_the_folder_runner(ckpt_dir, tmp_path):
     inputs.mkdir()
     for k, seconds in enumerate((0.3, 0.25, 0.35)):
         sf.write(inputs / f"c{k}.wav", 0.5 * clip(seconds, k), SR, subtype="PCM_16")
-    sf.write(inputs / "short.wav", 0.5 * clip(0.1, 9)[:2205], 22050, subtype="PCM_16")  # 4,410 samples at 44.1 kHz
+    sf.write(
+        inputs / "short.wav", 0.5 * clip(0.1, 9)[:2205], 22050, subtype="PCM_16"
+    )  # 4,410 samples at 44.1 kHz
     out = tmp_path / "out"
-    args = ["extract", "jukebox", str(inputs), str(out), "--weights", str(ckpt_dir), "--model", "checkpoint",
-            "--device", "cpu", "--precision", "fp32", "--layers", "1,3", "--no-progress"]
+    args = [
+        "extract",
+        "jukebox",
+        str(inputs),
+        str(out),
+        "--weights",
+        str(ckpt_dir),
+        "--model",
+        "checkpoint",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--layers",
+        "1,3",
+        "--no-progress",
+    ]
     assert main(args) == 1
     for k in range(3):
         assert np.load(out / f"c{k}.npy").shape == (2, WIDTH)
@@ -565,4 +680,6 @@ def test_cli_extract_runs_through_the_folder_runner(ckpt_dir, tmp_path):
     assert main(args + ["--allow-short"]) == 0
     assert np.load(out / "short.npy").shape == (2, WIDTH)
     direct = tiny_rep(ckpt_dir, layers=[1, 3])
-    np.testing.assert_allclose(np.load(out / "c1.npy"), direct(direct.load(inputs / "c1.wav")), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(out / "c1.npy"), direct(direct.load(inputs / "c1.wav")), rtol=1e-5, atol=1e-6
+    )

@@ -1,4 +1,6 @@
-"""MERT-v1: a random checkpoint in the official hub format, compared with transformers' HubertModel on the same weights.
+"""MERT-v1: a random checkpoint in the official hub format.
+
+It is compared with transformers' HubertModel on the same weights.
 
 MERT's official ``MERTModel`` is ``transformers``' ``HubertModel`` with MERT's
 config switches; without DeepNorm it computes exactly ``HubertModel``, which is
@@ -20,12 +22,26 @@ from jukemir.representations.mert import load_mert
 
 SR = 24_000
 TINY = dict(  # noqa: C408 - the config's keyword names
-    hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, conv_dim=[16] * 7,
-    conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2], num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=4, feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
-    feat_proj_layer_norm=True, deepnorm=False, attention_relax=-1.0, feature_extractor_cqt=False,
-    feature_extractor_cqt_bins=336, mask_time_prob=0.05, sample_rate=SR,
-)  # fmt: skip
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=64,
+    conv_dim=[16] * 7,
+    conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+    conv_stride=[5, 2, 2, 2, 2, 2, 2],
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    feat_extract_norm="group",
+    do_stable_layer_norm=False,
+    conv_bias=False,
+    feat_proj_layer_norm=True,
+    deepnorm=False,
+    attention_relax=-1.0,
+    feature_extractor_cqt=False,
+    feature_extractor_cqt_bins=336,
+    mask_time_prob=0.05,
+    sample_rate=SR,
+)
 LARGE_STYLE = dict(TINY, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
 DEEPNORM = dict(TINY, deepnorm=True, attention_relax=32.0)
 
@@ -45,16 +61,24 @@ def official_snapshot(folder, config, seed=0, drop=None):
             state[key] = value.clone()
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(state, folder / "pytorch_model.bin")
-    meta = dict(config, model_type="mert_model", architectures=["MERTModel"],
-                auto_map={"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"})  # fmt: skip
+    meta = dict(
+        config,
+        model_type="mert_model",
+        architectures=["MERTModel"],
+        auto_map={"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"},
+    )
     (folder / "config.json").write_text(json.dumps(meta))
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(folder)  # fmt: skip
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(folder)
     return reference
 
 
 def reference_frames(model, folder, audio, layers):
-    """The official pipeline on one input: the snapshot's feature extractor, the model, hidden states ``(L, T, D)``."""
+    """The official pipeline on one input.
+
+    The snapshot's feature extractor, the model, hidden states ``(L, T, D)``.
+    """
     extractor = Wav2Vec2FeatureExtractor.from_pretrained(folder)
     inputs = extractor(audio, sampling_rate=SR, return_tensors="pt")
     with torch.no_grad():
@@ -145,8 +169,19 @@ def test_mert_through_the_command_line(tmp_path, audio, capsys):
     (tmp_path / "in").mkdir()
     sf.write(tmp_path / "in" / "a.wav", audio, SR)
     sf.write(tmp_path / "in" / "b.wav", audio[: SR // 2], SR)
-    code = main(["extract", "mert-v1-95m", str(tmp_path / "in"), str(tmp_path / "out"), "--weights",
-                 str(tmp_path / "snap"), "--layers", "2", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "extract",
+            "mert-v1-95m",
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "--weights",
+            str(tmp_path / "snap"),
+            "--layers",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert np.load(tmp_path / "out" / "a.npy").shape == (32,)
     record = json.loads((tmp_path / "out" / ".jukemir" / "provenance" / "a.json").read_text())

@@ -1,4 +1,7 @@
-"""musicnn: the TF 1 checkpoint reader and the PyTorch port, on real weights fetched by the asset resolver (docs/fidelity/musicnn.md)."""
+"""musicnn: the TF 1 checkpoint reader and the PyTorch port, on real weights.
+
+The weights are fetched by the asset resolver (docs/fidelity/musicnn.md).
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ from jukemir.tfcheckpoint import (
 )
 
 MODELS = ("MSD_musicnn_big", "MSD_musicnn", "MTT_musicnn")
-# musicnn's README: top_tags('./audio/joram-moments_of_clarity-08-solipsism-59-88.mp3', model='MTT_musicnn', topN=10)
+# musicnn's README:
+# top_tags('./audio/joram-moments_of_clarity-08-solipsism-59-88.mp3', model='MTT_musicnn', topN=10)
 README_TOP10 = [
     "techno",
     "electronic",
@@ -87,23 +91,34 @@ def test_crc32c_and_mask():
 
 
 def test_parse_entry_hand_encoded():
-    # dtype=1, shape {dim {size: 7} dim {size: 38}}, shard_id=0, offset=300 (varint ac 02), size=1064, crc32c fixed32
+    # dtype=1, shape {dim {size: 7} dim {size: 38}}, shard_id=0, offset=300 (varint ac 02),
+    # size=1064, crc32c fixed32
     shape = bytes([0x12, 0x02, 0x08, 0x07, 0x12, 0x02, 0x08, 0x26])
     buf = (
-        bytes([0x08, 0x01, 0x12, len(shape)]) + shape + bytes([0x20, 0xAC, 0x02, 0x28, 0xA8, 0x08, 0x35])
+        bytes([0x08, 0x01, 0x12, len(shape)])
+        + shape
+        + bytes([0x20, 0xAC, 0x02, 0x28, 0xA8, 0x08, 0x35])
         + struct.pack("<I", 0xDEADBEEF)
-    )  # fmt: skip
+    )
     entry = parse_entry("w", buf)
     assert (entry.dtype, entry.shape, entry.shard_id, entry.offset, entry.size, entry.crc32c) == (
-        1, (7, 38), 0, 300, 1064, 0xDEADBEEF
-    )  # fmt: skip
+        1,
+        (7, 38),
+        0,
+        300,
+        1064,
+        0xDEADBEEF,
+    )
     with pytest.raises(CheckpointError, match="slices"):
         parse_entry("w", buf + bytes([0x3A, 0x00]))
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_index_layout_is_the_architecture(musicnn_dir, model):
-    """Every index holds exactly the model's variables (names and shapes) plus Adam's state of the trainable ones."""
+    """Every index holds exactly the model's variables (names and shapes).
+
+    Plus Adam's state of the trainable ones.
+    """
     header, entries = read_index(musicnn_dir / model)
     assert header["num_shards"] == 1 and header["endianness"] == 0
     expected = tf_variables(model)

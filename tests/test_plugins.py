@@ -1,4 +1,6 @@
-"""Plugins: docs/plugin_example installed into this environment and run extract -> probe -> evaluate -> report.
+"""Plugins: docs/plugin_example installed into this environment and run.
+
+It is run extract -> probe -> evaluate -> report.
 
 The package is pip-installed (no dependencies, no build isolation) from a copy
 of ``docs/plugin_example`` and uninstalled afterwards. It is then named both by
@@ -26,8 +28,12 @@ MODULE_CLASS = "jukemir_chroma_stats:ChromaStats"
 
 
 def _pip(*args):
-    subprocess.run([sys.executable, "-m", "pip", *args, "--quiet", "--disable-pip-version-check"], check=True,
-                   capture_output=True, text=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--quiet", "--disable-pip-version-check"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +64,7 @@ def test_folder_names_are_safe_and_deterministic():
     for bad in ("..", "a/b", "../../outside", "", "x" * 300):  # no ':': not a representation name
         with pytest.raises(ValueError, match="is not a valid name"):
             cache.folder_name(bad)
-    assert Layout().representations("ds", "pkg.mod:Cls").name == cache.folder_name(
-        "pkg.mod:Cls"
-    )
+    assert Layout().representations("ds", "pkg.mod:Cls").name == cache.folder_name("pkg.mod:Cls")
 
 
 def test_plugin_end_to_end(installed_plugin, tmp_path, capsys):

@@ -33,7 +33,9 @@ from jukemir.probe.train import train_grid
 # ---------------------------------------------------------------- helpers
 def write_dataset(name, rep, items):
     """items: uid -> (split, y, feature vector); writes meta.json and the .npy files into the cache."""
-    write_json(Layout().processed(name) / "meta.json", {u: {"split": s, "y": y} for u, (s, y, _) in items.items()})
+    write_json(
+        Layout().processed(name) / "meta.json", {u: {"split": s, "y": y} for u, (s, y, _) in items.items()}
+    )
     folder = Layout().representations(name, rep)
     for uid, (_, _, x) in items.items():
         save_npy(folder / f"{uid}.npy", np.asarray(x, dtype=np.float32))
@@ -73,7 +75,11 @@ def test_config_uid_defaults_and_errors(tmp_path):
     cfg = ProbeConfig(dataset="debug", representation="debug")
     assert cfg.uid() == "931d09133314c180443615815249a7415da09c86"
     assert list(cfg)[:3] == ["dataset", "representation", "data_standardization"] and len(cfg) == 15
-    assert cfg["learning_rate"] == 1e-3 and cfg["l2_weight_decay"] is None and cfg["early_stopping_boredom"] == 256
+    assert (
+        cfg["learning_rate"] == 1e-3
+        and cfg["l2_weight_decay"] is None
+        and cfg["early_stopping_boredom"] == 256
+    )
     assert json.loads(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="Required field"):
         ProbeConfig()
@@ -112,7 +118,12 @@ def test_grids(isolated_cache):
 def test_simple_mlp_parameters_and_dropout_input():
     mlp = SimpleMLP(100, [50], 10)
     assert sum(p.numel() for p in mlp.parameters()) == 100 * 50 + 50 + 50 * 10 + 10
-    assert list(dict(mlp.named_parameters())) == ["hidden_0.weight", "hidden_0.bias", "output.weight", "output.bias"]
+    assert list(dict(mlp.named_parameters())) == [
+        "hidden_0.weight",
+        "hidden_0.bias",
+        "output.weight",
+        "output.bias",
+    ]
     x = torch.randn(8, 100)
     linear = SimpleMLP(100, [], 3, dropout_input=False, dropout_p=0.5).train()
     assert torch.equal(linear(x), linear.eval()(x))  # no dropout anywhere
@@ -148,10 +159,14 @@ def test_regression_and_accuracy_match_sklearn_and_hand():
     spec = get_dataset("emomusic")
     m = M.compute_metrics(spec, torch.tensor(pred), Y)
     for c in range(2):
-        assert m["r2"][c] == pytest.approx(r2_score(Y, pred[c]), rel=1e-6)  # sklearn sums float32 inputs in float32
+        assert m["r2"][c] == pytest.approx(
+            r2_score(Y, pred[c]), rel=1e-6
+        )  # sklearn sums float32 inputs in float32
         assert m["arousal_r2"][c] == pytest.approx(r2_score(Y[:, 0], pred[c][:, 0]), rel=1e-6)
         assert m["valence_r2"][c] == pytest.approx(r2_score(Y[:, 1], pred[c][:, 1]), rel=1e-6)
-        assert m["loss"][c] == pytest.approx(F.mse_loss(torch.tensor(pred[c]), torch.tensor(Y)).item(), rel=1e-5)
+        assert m["loss"][c] == pytest.approx(
+            F.mse_loss(torch.tensor(pred[c]), torch.tensor(Y)).item(), rel=1e-5
+        )
     const = np.ones((5, 1))
     assert M.r2_per_output(const, torch.ones(5, 1, dtype=torch.float64)).item() == 1.0  # sklearn's convention
     assert M.r2_per_output(const, torch.zeros(5, 1, dtype=torch.float64)).item() == 0.0
@@ -160,7 +175,9 @@ def test_regression_and_accuracy_match_sklearn_and_hand():
     spec = get_dataset("test")
     one = M.compute_metrics(spec, torch.cat([logits, torch.zeros(4, 1)], 1), y)
     assert one["accuracy"] == 0.5 and one["primary"] == 0.5
-    assert one["loss"] == pytest.approx(F.cross_entropy(torch.cat([logits, torch.zeros(4, 1)], 1), y).item(), rel=1e-6)
+    assert one["loss"] == pytest.approx(
+        F.cross_entropy(torch.cat([logits, torch.zeros(4, 1)], 1), y).item(), rel=1e-6
+    )
 
 
 def test_multilabel_task_metrics_and_loss():
@@ -174,7 +191,9 @@ def test_multilabel_task_metrics_and_loss():
     assert m["auc_roc"] == pytest.approx(roc_auc_score(Y, probs, average="macro"), abs=1e-12)
     assert m["ap"] == pytest.approx(average_precision_score(Y, probs, average="macro"), abs=1e-12)
     assert m["primary"] == m["auc_roc"]
-    assert m["loss"] == pytest.approx(F.binary_cross_entropy_with_logits(logits, torch.tensor(Y).float()).item(), rel=1e-5)
+    assert m["loss"] == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits, torch.tensor(Y).float()).item(), rel=1e-5
+    )
     assert len(MTT_TOP50) == 50
 
 
@@ -246,8 +265,12 @@ def test_key_metrics_choose_the_ensemble_on_validation():
     t = M.compute_metrics(spec, logits, y, uids, choose_on=chosen_vote)
     assert t["score"] == t["ensemble_vote_score"] and t["accuracy"] == 0.5
     # batched: one probe per row, each with its own choice
-    per_probe = {"ensemble_vote_score": [1.0, 0.0], "ensemble_max_score": [0.0, 1.0],
-                 "ensemble_gmean_score": [0.0, 0.0], "ensemble_mean_score": [0.0, 0.0]}
+    per_probe = {
+        "ensemble_vote_score": [1.0, 0.0],
+        "ensemble_max_score": [0.0, 1.0],
+        "ensemble_gmean_score": [0.0, 0.0],
+        "ensemble_mean_score": [0.0, 0.0],
+    }
     both = M.compute_metrics(spec, torch.stack([logits, logits]), y, uids, choose_on=per_probe)
     assert both["score"].tolist() == [t["score"], 1.0]
 
@@ -316,7 +339,9 @@ def test_nonfinite_features_are_reported_and_replaced(isolated_cache, capsys):
     write_dataset("test", "nf", items)
     data = load_probe_data("test", "nf")
     err = capsys.readouterr().err
-    assert "test/nf: 3 of 30 feature files have non-finite values (1 NaN, 1 +inf, 1 -inf in 3 of 3 dims)" in err
+    assert (
+        "test/nf: 3 of 30 feature files have non-finite values (1 NaN, 1 +inf, 1 -inf in 3 of 3 dims)" in err
+    )
     assert all(np.isfinite(x).all() for x in data.X.values())
     train = np.array([items[u][2] for u in data.uids["train"]])
     finite = np.isfinite(train)
@@ -342,10 +367,18 @@ def test_original_end_to_end_and_save_load(isolated_cache):
     results = probe.evaluate(data, "test")
     assert results["accuracy"] == 1
     assert abs(results["loss"] - 0.09166) < 0.01
-    assert probe.info["stopped_by"] == "max_num_epochs" and probe.info["steps"] == 1251  # 1251 * 64 / 800 > 100
+    assert (
+        probe.info["stopped_by"] == "max_num_epochs" and probe.info["steps"] == 1251
+    )  # 1251 * 64 / 800 > 100
     folder = probe.save(data)
     assert folder == isolated_cache / "probes" / "test" / "test" / cfg.uid()
-    assert sorted(p.name for p in folder.iterdir()) == ["cfg.json", "metrics.json", "probe.pt", "scaler.npz", "train.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cfg.json",
+        "metrics.json",
+        "probe.pt",
+        "scaler.npz",
+        "train.json",
+    ]
     assert json.loads((folder / "metrics.json").read_text()) == probe.evaluate(data, "valid")
     loaded = load_probe("test", "test", cfg.uid(), device="cpu")
     assert loaded.evaluate(data, "test") == results
@@ -359,16 +392,28 @@ def test_original_end_to_end_and_save_load(isolated_cache):
 def test_early_stopping_restores_the_best_state(isolated_cache, vectorised):
     blobs_dataset(n=(200, 60, 60))
     data = load_probe_data("gtzan_ff", "blobs")
-    cfg = ProbeConfig(dataset="gtzan_ff", representation="blobs", learning_rate=1e-2, dropout_p=0.25,
-                      early_stopping_eval_frequency=4, early_stopping_boredom=5)
+    cfg = ProbeConfig(
+        dataset="gtzan_ff",
+        representation="blobs",
+        learning_rate=1e-2,
+        dropout_p=0.25,
+        early_stopping_eval_frequency=4,
+        early_stopping_boredom=5,
+    )
 
     def train(c):
-        return train_probes([c], data, device="cpu", progress=False)[0] if vectorised else train_probe(c, data, "cpu")
+        return (
+            train_probes([c], data, device="cpu", progress=False)[0]
+            if vectorised
+            else train_probe(c, data, "cpu")
+        )
 
     probe = train(cfg)
     info = probe.info
     assert info["stopped_by"] == "early_stopping" and info["best_step"] > 0
-    assert info["steps"] == info["best_step"] + (5 + 1) * 4  # 5 non-improving evaluations, then the stop check
+    assert (
+        info["steps"] == info["best_step"] + (5 + 1) * 4
+    )  # 5 non-improving evaluations, then the stop check
     assert probe.evaluate(data, "valid")["accuracy"] == pytest.approx(info["best_score"])
 
     def weights_after(steps):  # the same run without early stopping, cut after `steps` updates
@@ -396,7 +441,9 @@ def test_vectorised_grid_agrees_with_serial(isolated_cache):
     ser = [train_probe(c, data, device="cpu") for c in cfgs]
     results = {}
     for name, probes in (("vec", vec), ("ser", ser)):
-        results[name] = [(p.evaluate(data, "valid")["accuracy"], p.evaluate(data, "test")["accuracy"]) for p in probes]
+        results[name] = [
+            (p.evaluate(data, "valid")["accuracy"], p.evaluate(data, "test")["accuracy"]) for p in probes
+        ]
     for cfg, v, s in zip(cfgs, results["vec"], results["ser"]):
         if cfg["dropout_p"] == 0:
             assert abs(v[0] - s[0]) <= 0.02 and abs(v[1] - s[1]) <= 0.02, (cfg, v, s)
@@ -427,8 +474,9 @@ def test_stack_adam_is_torch_fused_adam():
     groups = {}
     for view, cfg in zip(ref, cfgs):
         groups.setdefault((cfg["learning_rate"], cfg["l2_weight_decay"] or 0), []).extend(view)
-    ref_opt = torch.optim.Adam([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
-                               fused=True)  # fmt: skip
+    ref_opt = torch.optim.Adam(
+        [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()], fused=True
+    )
     for step in range(6):
         for a, b in zip(sum(ours, []), sum(ref, [])):
             g = torch.randn(a.shape, generator=gen)
@@ -438,8 +486,11 @@ def test_stack_adam_is_torch_fused_adam():
         ref_opt.step()
         if step == 2:  # drop configs 0 and 2 and carry the others' state, as _Stack._compact does
             keep = [1, 3]
-            opt = make_adam([ours[i] for i in keep], [cfgs[i] for i in keep],
-                             old=[(p, opt.state[p]) for i in keep for p in ours[i]])  # fmt: skip
+            opt = make_adam(
+                [ours[i] for i in keep],
+                [cfgs[i] for i in keep],
+                old=[(p, opt.state[p]) for i in keep for p in ours[i]],
+            )
             ours = [ours[i] for i in keep]
             ref = [ref[i] for i in keep]
         assert all(torch.equal(a, b) for a, b in zip(sum(ours, []), sum(ref, []))), step
@@ -447,8 +498,11 @@ def test_stack_adam_is_torch_fused_adam():
 
 
 def _failing_kernel(monkeypatch, works_for: int):
-    """Make torch's private fused Adam kernel raise TypeError (as a changed signature would) after ``works_for``
-    calls, with the adam module's once-per-process state reset; returns the call counter."""
+    """Make torch's private fused Adam kernel raise TypeError after ``works_for`` calls.
+
+    It raises as a changed signature would, with the adam module's once-per-process
+    state reset; returns the call counter.
+    """
     from jukemir.probe import adam
 
     real, calls = torch._fused_adam_, [0]
@@ -510,12 +564,16 @@ def test_stack_adam_fails_over_mid_update_to_torch_adam(monkeypatch):
 
 @pytest.mark.parametrize("works_for", [0, 40], ids=["from-the-start", "mid-run"])
 def test_grid_trains_on_when_fused_adam_fails(isolated_cache, monkeypatch, works_for):
-    """Whatever the private kernel does wrong (here it raises from its first call, or after 40 calls: the device
-    check and 19 updates of the first stack), the stacked trainer goes on with torch.optim.Adam and warns once.
-    The results stay
-    within the vectorised-vs-serial tolerances (test_vectorised_grid_agrees_with_serial) of the fused run: here
-    for every config, dropout or not, since both runs draw the same minibatches and dropout noise: validation
-    and test accuracy within 0.02, and the configs picked on validation within 0.05 on test."""
+    """Whatever the private kernel does wrong, the stacked trainer goes on with torch.optim.Adam.
+
+    Here it raises from its first call, or after 40 calls: the device check and
+    19 updates of the first stack; the trainer warns once. The results stay
+    within the vectorised-vs-serial tolerances
+    (test_vectorised_grid_agrees_with_serial) of the fused run: here for every
+    config, dropout or not, since both runs draw the same minibatches and
+    dropout noise: validation and test accuracy within 0.02, and the configs
+    picked on validation within 0.05 on test.
+    """
     data, cfgs = _blobs_grid()
     fused = train_probes(cfgs, data, device="cpu", progress=False)
     calls = _failing_kernel(monkeypatch, works_for)
@@ -523,8 +581,10 @@ def test_grid_trains_on_when_fused_adam_fails(isolated_cache, monkeypatch, works
         public = train_probes(cfgs, data, device="cpu", progress=False)
     assert [str(w.message).count("fused Adam kernel failed") for w in record] == [1]
     assert calls[0] == works_for + 1  # it was tried, and never again after its failure
-    acc = {name: [(p.evaluate(data, "valid")["accuracy"], p.evaluate(data, "test")["accuracy"]) for p in probes]
-           for name, probes in (("fused", fused), ("public", public))}  # fmt: skip
+    acc = {
+        name: [(p.evaluate(data, "valid")["accuracy"], p.evaluate(data, "test")["accuracy"]) for p in probes]
+        for name, probes in (("fused", fused), ("public", public))
+    }
     for cfg, a, b in zip(cfgs, acc["fused"], acc["public"]):
         assert abs(a[0] - b[0]) <= 0.02 and abs(a[1] - b[1]) <= 0.02, (cfg, a, b)
     best = {name: max(range(len(cfgs)), key=lambda i: (acc[name][i][0], -i)) for name in acc}
@@ -536,8 +596,13 @@ def test_grid_trains_on_when_fused_adam_fails(isolated_cache, monkeypatch, works
 def _blobs_grid():
     blobs_dataset(n=(300, 100, 100), dim=24, noise=2.2)
     data = load_probe_data("gtzan_ff", "blobs")
-    grid = {"data_standardization": [False, True], "hidden_layer_sizes": [[], [32]], "learning_rate": [1e-3, 1e-2],
-            "dropout_p": [0.0, 0.5], "early_stopping_boredom": [12]}
+    grid = {
+        "data_standardization": [False, True],
+        "hidden_layer_sizes": [[], [32]],
+        "learning_rate": [1e-3, 1e-2],
+        "dropout_p": [0.0, 0.5],
+        "early_stopping_boredom": [12],
+    }
     return data, grid_cfgs("gtzan_ff", "blobs", grid)
 
 
@@ -553,8 +618,10 @@ def test_bf16_grid_agrees_with_fp32(isolated_cache):
     bf16 = train_probes(cfgs, data, device="cpu", progress=False, precision="bf16")
     assert {p.info["precision"] for p in fp32} == {"fp32"} and {p.info["precision"] for p in bf16} == {"bf16"}
     assert all(t.dtype == torch.float32 for p in bf16 for t in p.model.state_dict().values())
-    acc = {name: [(p.evaluate(data, "valid")["accuracy"], p.evaluate(data, "test")["accuracy"]) for p in probes]
-           for name, probes in (("fp32", fp32), ("bf16", bf16))}  # fmt: skip
+    acc = {
+        name: [(p.evaluate(data, "valid")["accuracy"], p.evaluate(data, "test")["accuracy"]) for p in probes]
+        for name, probes in (("fp32", fp32), ("bf16", bf16))
+    }
     for cfg, a, b in zip(cfgs, acc["fp32"], acc["bf16"]):
         assert abs(a[0] - b[0]) <= 0.05 and abs(a[1] - b[1]) <= 0.05, (cfg, a, b)
     # rounding does change the runs (this is not fp32 under another name)
@@ -566,7 +633,10 @@ def test_bf16_grid_agrees_with_fp32(isolated_cache):
 
 
 def test_splitting_a_stack_changes_nothing(isolated_cache, monkeypatch):
-    """On CPU in bf16 a stack is trained as several smaller stacks; each config's run is the same either way."""
+    """On CPU in bf16 a stack is trained as several smaller stacks.
+
+    Each config's run is the same either way.
+    """
     from jukemir.probe import stack as stack_module
 
     data, cfgs = _blobs_grid()
@@ -599,7 +669,9 @@ class RecordingExecutor:
 
 def test_train_grid_resumes_and_uses_the_executor_hook(isolated_cache):
     original_test_dataset()
-    cfgs = grid_cfgs("test", "test", {"hidden_layer_sizes": [[], [8]], "learning_rate": [1e-2], "max_num_epochs": [3]})
+    cfgs = grid_cfgs(
+        "test", "test", {"hidden_layer_sizes": [[], [8]], "learning_rate": [1e-2], "max_num_epochs": [3]}
+    )
     first = train_grid("test", "test", cfgs[:1], progress=False, device="cpu")
     assert [s["status"] for s in first] == ["trained"] and first[0]["metrics"]["accuracy"] == 1.0
     executor = RecordingExecutor()
@@ -624,9 +696,26 @@ def test_cli_grid_probe_evaluate(isolated_cache, tmp_path, capsys):
     assert main(["grid-config", "test", "test", "--grid", "demo"]) == 0
     assert len(list((isolated_cache / "probes" / "test" / "test").glob("*.json"))) == 12
     cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps({"dataset": "test", "representation": "test", "max_num_epochs": 5, "learning_rate": 0.05}))
-    assert main(["probe", "test", "test", "--config", str(cfg_file), "--no-progress", "--device", "cpu",
-                 "--precision", "bf16"]) == 0  # fmt: skip
+    cfg_file.write_text(
+        json.dumps({"dataset": "test", "representation": "test", "max_num_epochs": 5, "learning_rate": 0.05})
+    )
+    assert (
+        main(
+            [
+                "probe",
+                "test",
+                "test",
+                "--config",
+                str(cfg_file),
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--precision",
+                "bf16",
+            ]
+        )
+        == 0
+    )
     run = isolated_cache / "probes" / "test" / "test" / ProbeConfig(json.loads(cfg_file.read_text())).uid()
     assert json.loads((run / "train.json").read_text())["precision"] == "bf16"
     assert main(["probe", "gtzan_ff", "blobs", "--config", str(cfg_file), "--no-progress"]) == 2  # wrong pair

@@ -51,8 +51,9 @@ def trained_synthetic():
 def test_report_for_synthetic(trained_synthetic, tmp_path):
     index = write_report(tmp_path / "report", datasets=["synthetic"])
     page, figures = check_figures(index)
-    expected = ["bars_synthetic.png"] + [f"{kind}_synthetic_{rep}.png" for rep in ("chroma", "mfcc")
-                                         for kind in ("curve", "pred", "proj")]  # fmt: skip
+    expected = ["bars_synthetic.png"] + [
+        f"{kind}_synthetic_{rep}.png" for rep in ("chroma", "mfcc") for kind in ("curve", "pred", "proj")
+    ]
     assert figures == sorted(expected)
     rows = table_rows(page)
     assert [(ds, metric, rep) for ds, metric, rep, *_ in rows] == [
@@ -124,8 +125,8 @@ def test_report_multilabel_regression_and_cli(tmp_path, capsys):
         published = paper[f"{ds}/{metric}"]
         assert published["confirmation"] == "memory"
         assert (
-            cell
-            == f'<span class="unconfirmed" title="not yet confirmed from the paper">{published["value"]:.1f}*</span>'
+            cell == '<span class="unconfirmed" title="not yet confirmed from the paper">'
+            f"{published['value']:.1f}*</span>"
         )
         assert float(diff) == pytest.approx(ours - published["value"], abs=0.11)
     assert "* UNCONFIRMED" in page
@@ -160,8 +161,9 @@ def _audit(event, args):
             _WATCHED["seen"].append((event, os.fspath(path)))
 
 
-def test_evaluate_and_report_on_another_layout_read_nothing_of_the_default_cache(isolated_cache, tmp_path,
-                                                                                  monkeypatch):  # fmt: skip
+def test_evaluate_and_report_on_another_layout_read_nothing_of_the_default_cache(
+    isolated_cache, tmp_path, monkeypatch
+):
     """train_grid, evaluate and write_report given ``layout=Layout(elsewhere)`` read and write only there.
 
     The default cache ($JUKEMIR_CACHE_DIR) holds a decoy of the same pair (other labels, 5-d features, one
@@ -177,12 +179,17 @@ def test_evaluate_and_report_on_another_layout_read_nothing_of_the_default_cache
     from jukemir.probe.evaluate import evaluate, evaluations
 
     _imported_pair(Layout(), seed=1, labels=["x", "y", "z"], dim=5)
-    train_grid("mine", "hf:org/feat", grid_cfgs("mine", "hf:org/feat", {"learning_rate": [1e-2],
-                                                                      "early_stopping_boredom": [4]}),
-               progress=False)  # fmt: skip
+    train_grid(
+        "mine",
+        "hf:org/feat",
+        grid_cfgs("mine", "hf:org/feat", {"learning_rate": [1e-2], "early_stopping_boredom": [4]}),
+        progress=False,
+    )
     other = Layout(tmp_path / "elsewhere")
     _imported_pair(other, seed=0, labels=["a", "b", "c"], dim=8)
-    train_grid("mine", "hf:org/feat", grid_cfgs("mine", "hf:org/feat", TINY_GRID), layout=other, progress=False)
+    train_grid(
+        "mine", "hf:org/feat", grid_cfgs("mine", "hf:org/feat", TINY_GRID), layout=other, progress=False
+    )
     before = sorted((str(p), p.stat().st_mtime_ns) for p in isolated_cache.rglob("*"))
 
     if not getattr(sys.modules[__name__], "_audit_installed", False):
@@ -195,14 +202,18 @@ def test_evaluate_and_report_on_another_layout_read_nothing_of_the_default_cache
         loaded = list(evaluations(layout=other))
         with monkeypatch.context() as m:
             for module, name in ((run_module, "load_probe_dir"), (data_module, "load_probe_data")):
-                m.setattr(module, name, lambda *a, **k: pytest.fail("the report read again what evaluate loaded"))
+                m.setattr(
+                    module, name, lambda *a, **k: pytest.fail("the report read again what evaluate loaded")
+                )
             again = write_report(tmp_path / "again", rows=loaded, layout=other)
     finally:
         _WATCHED["root"] = None
     assert _WATCHED["seen"] == []
     assert sorted((str(p), p.stat().st_mtime_ns) for p in isolated_cache.rglob("*")) == before
 
-    assert [(r["dataset"], r["representation"], r["num_runs"]) for r in rows] == [("mine", "hf-org-feat-dc8ec913", 2)]
+    assert [(r["dataset"], r["representation"], r["num_runs"]) for r in rows] == [
+        ("mine", "hf-org-feat-dc8ec913", 2)
+    ]
     assert rows[0]["cfg"]["learning_rate"] in TINY_GRID["learning_rate"] and rows[0]["test"]["accuracy"] > 0.5
     for page in (index, again):
         results = json.loads((page.parent / "results.json").read_text())
@@ -210,7 +221,10 @@ def test_evaluate_and_report_on_another_layout_read_nothing_of_the_default_cache
         provenance = results["provenance"]
         assert provenance["cache"] == str(other.root)
         features = provenance["selected"][0]["features"]
-        assert features["folder"] == str(other.representations("mine", "hf:org/feat")) and features["features"] == 90
+        assert (
+            features["folder"] == str(other.representations("mine", "hf:org/feat"))
+            and features["features"] == 90
+        )
         check_figures(page)
 
 
@@ -221,13 +235,28 @@ def test_paper_numbers_one_file_with_unconfirmed_marked():
     assert jukebox["gtzan_ff/accuracy"] == {"value": 79.7, "confirmation": "listing"}
     assert jukebox["magnatagatune/auc_roc"]["confirmation"] == "memory"
     rows = [
-        {"dataset": "magnatagatune", "representation": "jukebox", "headline": ["auc_roc", "ap"], "split": "test",
-         "test": {"auc_roc": 0.9, "ap": 0.4}},
-        {"dataset": "gtzan_ff", "representation": "jukebox", "headline": ["accuracy"], "split": "test",
-         "test": {"accuracy": 0.8}},
-        {"dataset": "mine", "representation": "jukebox", "headline": ["accuracy"], "split": "test",
-         "test": {"accuracy": 0.5}},
-    ]  # fmt: skip
+        {
+            "dataset": "magnatagatune",
+            "representation": "jukebox",
+            "headline": ["auc_roc", "ap"],
+            "split": "test",
+            "test": {"auc_roc": 0.9, "ap": 0.4},
+        },
+        {
+            "dataset": "gtzan_ff",
+            "representation": "jukebox",
+            "headline": ["accuracy"],
+            "split": "test",
+            "test": {"accuracy": 0.8},
+        },
+        {
+            "dataset": "mine",
+            "representation": "jukebox",
+            "headline": ["accuracy"],
+            "split": "test",
+            "test": {"accuracy": 0.5},
+        },
+    ]
     comps = comparison_rows(rows)
     assert comps[0]["paper"] == 91.5 and comps[0]["confirmed"] is False
     assert comps[0]["difference"] == pytest.approx(90.0 - 91.5)
@@ -268,8 +297,11 @@ def test_side_by_side_with_the_papers_six():
     table = side_by_side(rows)
     paper = paper_results()["results"]
     assert [c for c, kind in table["columns"] if kind == "paper"] == list(paper)
-    assert [c for c, kind in table["columns"] if kind == "ours"] == ["mert-v1-95m", "hf-facebook-wav2vec2-base-f9544348",
-                                                                     "jukebox"]  # fmt: skip
+    assert [c for c, kind in table["columns"] if kind == "ours"] == [
+        "mert-v1-95m",
+        "hf-facebook-wav2vec2-base-f9544348",
+        "jukebox",
+    ]
     lines = {(ln["dataset"], ln["metric"]): ln["cells"] for ln in table["lines"]}
     assert list(lines) == [("gtzan_ff", "accuracy"), ("synthetic", "score")]
     gtzan = lines[("gtzan_ff", "accuracy")]

@@ -1,4 +1,6 @@
-"""Regenerate ``tests/data/handcrafted_librosa081.npz``: the original's chroma and mfcc, from librosa 0.8.1 itself.
+"""Regenerate ``tests/data/handcrafted_librosa081.npz``.
+
+The original's chroma and mfcc, from librosa 0.8.1 itself.
 
 The original computed its hand-crafted features with librosa 0.8.1
 (docs/fidelity/chroma.md, mfcc.md); jukemir re-implements that computation
@@ -155,14 +157,20 @@ def real_clip(mirror: str | None) -> np.ndarray:
 
 
 def compare(inputs: dict, computed: dict) -> None:
-    """Print jukemir's distance to the reference, in both modes, and whether its tuning and CQT are librosa 0.8.1's."""
+    """Print jukemir's distance to the reference, in both modes.
+
+    And whether its tuning and CQT are librosa 0.8.1's.
+    """
     import warnings
 
     sys.path.insert(0, str(ROOT))
     from jukemir.representations import get_representation, librosa081
 
-    reps = {(name, mode): get_representation(name, handcrafted_librosa=mode)
-            for name in ("chroma", "mfcc") for mode in ("0.8.1", "installed")}  # fmt: skip
+    reps = {
+        (name, mode): get_representation(name, handcrafted_librosa=mode)
+        for name in ("chroma", "mfcc")
+        for mode in ("0.8.1", "installed")
+    }
     print(f"{'input':9s} {'tuning':>7s} {'cqt bits':>8s}  " + "  ".join(f"{n} {m:>9s}" for n, m in reps))
     for name, audio in inputs.items():
         tuning = librosa081.estimate_tuning(audio, SR)
@@ -178,8 +186,10 @@ def compare(inputs: dict, computed: dict) -> None:
             errors.append(
                 f"{err:>16.2e}" if not ref.any() else f"{err:>9.2e} ({err / np.abs(ref).max():.0e})"
             )
-        print(f"{name:9s} {'same' if same_tuning else 'DIFFER':>7s} {'same' if same_cqt else 'DIFFER':>8s}  "
-              + "  ".join(errors))  # fmt: skip
+        print(
+            f"{name:9s} {'same' if same_tuning else 'DIFFER':>7s} {'same' if same_cqt else 'DIFFER':>8s}  "
+            + "  ".join(errors)
+        )
     print("(max abs error of the 72/120 statistics, and in brackets relative to their largest magnitude)")
 
 
@@ -199,8 +209,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         src, dst = Path(scratch) / "inputs.npz", Path(scratch) / "reference.npz"
         np.savez(src, **inputs)
-        subprocess.run([args.python, __file__, "--python", args.python, "--reference", str(src), str(dst)],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            [args.python, __file__, "--python", args.python, "--reference", str(src), str(dst)], check=True
+        )
         computed = dict(np.load(dst))
     names = list(inputs)
     stored = {

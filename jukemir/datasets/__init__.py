@@ -27,13 +27,57 @@ KEYS = [f"{t} major" for t in KEY_TONICS] + [f"{t} minor" for t in KEY_TONICS]
 
 # MagnaTagATune's top 50, in probe label order (docs/datasets.md).
 MTT_TOP50 = [
-    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
-    "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male",
-    "singing", "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman",
-    "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man", "classic", "choir", "voice",
-    "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello", "no voice",
-    "weird", "country", "metal", "female voice", "choral",
-]  # fmt: skip
+    "guitar",
+    "classical",
+    "slow",
+    "techno",
+    "strings",
+    "drums",
+    "electronic",
+    "rock",
+    "fast",
+    "piano",
+    "ambient",
+    "beat",
+    "violin",
+    "vocal",
+    "synth",
+    "female",
+    "indian",
+    "opera",
+    "male",
+    "singing",
+    "vocals",
+    "no vocals",
+    "harpsichord",
+    "loud",
+    "quiet",
+    "flute",
+    "woman",
+    "male vocal",
+    "no vocal",
+    "pop",
+    "soft",
+    "sitar",
+    "solo",
+    "man",
+    "classic",
+    "choir",
+    "voice",
+    "new age",
+    "dance",
+    "male voice",
+    "female vocal",
+    "beats",
+    "harp",
+    "cello",
+    "no voice",
+    "weird",
+    "country",
+    "metal",
+    "female voice",
+    "choral",
+]
 
 
 @dataclass(frozen=True)
@@ -66,7 +110,9 @@ class DatasetSpec:
         if self.task not in TASKS:
             raise UserError(f"dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
         if self.labels is not None and len(self.labels) != self.num_outputs:
-            raise UserError(f"dataset {self.name!r}: {len(self.labels)} labels but num_outputs={self.num_outputs}")
+            raise UserError(
+                f"dataset {self.name!r}: {len(self.labels)} labels but num_outputs={self.num_outputs}"
+            )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -75,20 +121,59 @@ class DatasetSpec:
 BUILTIN: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec("gtzan_ff", "multiclass", GTZAN_GENRES, 10, "accuracy",
-                    description="GTZAN genre, fault-filtered split (443/197/290)"),
-        DatasetSpec("giantsteps_clips", "multiclass", KEYS, 24, "score", key_clips=True,
-                    description="GiantSteps key, 30 s clips, MIREX weighted score"),
-        DatasetSpec("magnatagatune", "multilabel", MTT_TOP50, 50, "auc_roc",
-                    description="MagnaTagATune top-50 tags, macro ROC-AUC and AP"),
-        DatasetSpec("emomusic", "regression", None, 2, "r2", output_names=["arousal", "valence"],
-                    description="Emomusic static arousal and valence, R2"),
-        DatasetSpec("synthetic", "multiclass", KEYS, 24, "score", key_clips=True,
-                    description="generated chords and melodies in 24 keys (no download)"),
-        DatasetSpec("test", "multiclass", ["0", "1", "2", "3"], 4, "accuracy",
-                    description="unit-test dataset of the original"),
+        DatasetSpec(
+            "gtzan_ff",
+            "multiclass",
+            GTZAN_GENRES,
+            10,
+            "accuracy",
+            description="GTZAN genre, fault-filtered split (443/197/290)",
+        ),
+        DatasetSpec(
+            "giantsteps_clips",
+            "multiclass",
+            KEYS,
+            24,
+            "score",
+            key_clips=True,
+            description="GiantSteps key, 30 s clips, MIREX weighted score",
+        ),
+        DatasetSpec(
+            "magnatagatune",
+            "multilabel",
+            MTT_TOP50,
+            50,
+            "auc_roc",
+            description="MagnaTagATune top-50 tags, macro ROC-AUC and AP",
+        ),
+        DatasetSpec(
+            "emomusic",
+            "regression",
+            None,
+            2,
+            "r2",
+            output_names=["arousal", "valence"],
+            description="Emomusic static arousal and valence, R2",
+        ),
+        DatasetSpec(
+            "synthetic",
+            "multiclass",
+            KEYS,
+            24,
+            "score",
+            key_clips=True,
+            description="generated chords and melodies in 24 keys (no download)",
+        ),
+        DatasetSpec(
+            "test",
+            "multiclass",
+            ["0", "1", "2", "3"],
+            4,
+            "accuracy",
+            description="unit-test dataset of the original",
+        ),
     ]
-}  # fmt: skip
+}
 
 SPEC_FILE = "dataset.json"
 
@@ -130,7 +215,9 @@ def load_meta(name: str, layout: Layout | None = None) -> dict:
         raise UserError(f"{path}: expected a JSON object mapping uid -> record")
     for uid, rec in meta.items():
         if not is_file_name(uid):
-            raise UserError(f"{path}: uid {uid!r} cannot name a file (no '/', no leading '.', no control characters)")
+            raise UserError(
+                f"{path}: uid {uid!r} cannot name a file (no '/', no leading '.', no control characters)"
+            )
         if not isinstance(rec, dict) or "y" not in rec:
             raise UserError(f"{path}: record {uid!r} has no 'y'")
         if rec.get("split") not in (*SPLITS, None):
@@ -139,6 +226,13 @@ def load_meta(name: str, layout: Layout | None = None) -> dict:
 
 
 __all__ = [
-    "DatasetSpec", "BUILTIN", "TASKS", "SPLITS", "KEYS", "GTZAN_GENRES", "MTT_TOP50",
-    "get_dataset", "load_meta",
-]  # fmt: skip
+    "DatasetSpec",
+    "BUILTIN",
+    "TASKS",
+    "SPLITS",
+    "KEYS",
+    "GTZAN_GENRES",
+    "MTT_TOP50",
+    "get_dataset",
+    "load_meta",
+]

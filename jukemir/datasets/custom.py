@@ -25,8 +25,8 @@ import csv
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -52,13 +52,15 @@ def parse_split(text: str) -> tuple[float, float, float]:
         parts = ()
     if len(parts) != 3 or any(p < 0 or not math.isfinite(p) for p in parts) or parts[0] <= 0 or parts[1] <= 0:
         raise UserError(
-            f"--split must be TRAIN/VALID/TEST proportions with train and valid > 0, e.g. 80/10/10; got {text!r}"
+            "--split must be TRAIN/VALID/TEST proportions with train and valid > 0, "
+            f"e.g. 80/10/10; got {text!r}"
         )
     return parts
 
 
 def random_splits(uids: Sequence[str], proportions: Sequence[float], seed: int = 0) -> dict[str, str]:
-    """Shuffle the sorted ``uids`` with ``default_rng(seed)`` and cut them by train/valid/test ``proportions``.
+    """Shuffle the sorted ``uids`` with ``default_rng(seed)`` and cut them by train/valid/test
+    ``proportions``.
 
     Every split with a non-zero proportion gets at least one item when there are enough.
     """
@@ -137,7 +139,8 @@ def _read_csv(labels_csv: Path, known: list, label_columns: list, split_column) 
 
 
 def _label_text(value: str, where: str, column: str) -> str:
-    """A label as one canonical string (Unicode NFC, so 'é' typed two ways is one class); no control characters."""
+    """A label as one canonical string (Unicode NFC, so 'é' typed two ways is one class); no control
+    characters."""
     value = unicodedata.normalize("NFC", value)
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         raise LabelsError(f"{where}: label {value!r} in column {column!r} contains a control character")
@@ -208,9 +211,14 @@ def dataset_spec(name: str, task: str, meta: dict, label_columns: Sequence[str])
             name, task, labels, len(labels), PRIMARY_METRIC[task], description=f"imported {task}"
         )
     return DatasetSpec(
-        name, task, None, len(label_columns), PRIMARY_METRIC[task],
-        output_names=list(label_columns), description=f"imported {task}",
-    )  # fmt: skip
+        name,
+        task,
+        None,
+        len(label_columns),
+        PRIMARY_METRIC[task],
+        output_names=list(label_columns),
+        description=f"imported {task}",
+    )
 
 
 def import_dataset(

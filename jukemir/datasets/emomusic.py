@@ -61,7 +61,8 @@ def parse_minsec(text: str) -> float:
 
 
 def artist_split(artist: str) -> str:
-    """train or valid: sha1 of the lowercased artist, ASCII letters and single spaces only, mod 10 (>= 8: valid)."""
+    """train or valid: sha1 of the lowercased artist, ASCII letters and single spaces only,
+    mod 10 (>= 8: valid)."""
     kept = "".join(c for c in artist.lower() if ord(c) < 128 and (c.isalpha() or c.isspace()))
     kept = " ".join(kept.split())
     return VALID_OF_10[int(hashlib.sha1(kept.encode("utf-8")).hexdigest(), 16) % len(VALID_OF_10)]

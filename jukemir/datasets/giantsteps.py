@@ -20,8 +20,8 @@ import copy
 import csv
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -180,9 +180,7 @@ def read_pool(folder: Path, pool: str) -> tuple[list[dict], list[tuple[str, int,
         extra: dict = {"id": did}
         if pool == "train":
             if did not in beatport or did not in annotations:
-                raise UserError(
-                    f"{root}: track {did} has no row in beatport_metadata.txt or annotations.txt"
-                )
+                raise UserError(f"{root}: track {did} has no row in beatport_metadata.txt or annotations.txt")
             extra["beatport_metadata"] = beatport[did]
             extra["annotations"] = annotations[did]
         for name in ANNOTATION_FILES:

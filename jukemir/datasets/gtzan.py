@@ -10,8 +10,8 @@ the lists are dropped, which leaves 930 (443/197/290).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path, PurePath
-from typing import Iterable
 
 from ..assets import Asset, get_asset, unpack
 from ..errors import UserError
@@ -49,9 +49,7 @@ def derive(wav_paths: Iterable[str], split_lists: dict[str, Iterable[str]]) -> d
         for line in lines:
             did = PurePath(line.strip()).stem
             if did in did_to_split:
-                raise UserError(
-                    f"GTZAN split lists: {did} is listed in both {did_to_split[did]} and {split}"
-                )
+                raise UserError(f"GTZAN split lists: {did} is listed in both {did_to_split[did]} and {split}")
             did_to_split[did] = split
     meta, seen = {}, set()
     for path in sorted(wav_paths):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import csv
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..assets import Asset, get_asset, unpack
 from ..errors import UserError
@@ -56,7 +56,8 @@ def uid_of(clip_id: str) -> str:
 
 
 def derive(clip_rows: Iterable[dict], annotation_rows: Iterable[dict]) -> dict:
-    """Metadata from the rows of ``clip_info_final.csv`` and ``annotations_final.csv`` (as csv.DictReader gives them).
+    """Metadata from the rows of ``clip_info_final.csv`` and ``annotations_final.csv`` (as csv.DictReader
+    gives them).
 
     Returns uid -> ``{"split", "clip": {audio_uid, audio_duration, clip_idx,
     clip_offset}, "y": top-50 tags or None, "y_all": all tags or None, "extra":
@@ -102,7 +103,8 @@ def derive(clip_rows: Iterable[dict], annotation_rows: Iterable[dict]) -> dict:
             folder = mp3_path.split("/")[0]
             if folder not in SPLIT_OF_FOLDER:
                 raise UserError(
-                    f"clip_info_final.csv: clip {row['clip_id']}: mp3_path {mp3_path!r} is not in a 0-f folder"
+                    f"clip_info_final.csv: clip {row['clip_id']}: "
+                    f"mp3_path {mp3_path!r} is not in a 0-f folder"
                 )
             split = SPLIT_OF_FOLDER[folder]
         tags = tags_of.get(uid)

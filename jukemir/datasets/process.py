@@ -43,10 +43,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -124,7 +124,8 @@ def dataset_module(name: str) -> ModuleType:
 
 
 def work_dir(name: str) -> Path:
-    """Where a benchmark's archives are unpacked: ``<cache>/datasets/<module>/unpacked`` (kept between runs)."""
+    """Where a benchmark's archives are unpacked: ``<cache>/datasets/<module>/unpacked`` (kept between
+    runs)."""
     return Layout().datasets(MODULES[canonical_name(name)]) / "unpacked"
 
 
@@ -139,7 +140,11 @@ def fetch(assets: Sequence[Asset], *, mirror: str | None = None, jobs: int = 4) 
     if errors:
         for line in errors[:10]:  # one line per asset: the URLs tried, why, and how to provide it
             print(f"jukemir: {line}", file=sys.stderr)
-        more = f" (the first 10 are listed above, {len(errors) - 10} more)" if len(errors) > 10 else " (listed above)"
+        more = (
+            f" (the first 10 are listed above, {len(errors) - 10} more)"
+            if len(errors) > 10
+            else " (listed above)"
+        )
         raise DownloadError(f"{len(errors)} of {len(assets)} files could not be downloaded{more}")
     return {a.tag: cache.cache_dir() / a.path_rel for a in assets}
 
@@ -205,7 +210,8 @@ def write_wav(
     record: str | os.PathLike | None = None,
     source: dict | None = None,
 ) -> tuple[int, int]:
-    """Decode ``src`` (mono mix, native rate), keep ``[offset, offset + duration)`` seconds, write a 16-bit WAV.
+    """Decode ``src`` (mono mix, native rate), keep ``[offset, offset + duration)`` seconds, write a 16-bit
+    WAV.
 
     The WAV appears atomically under ``dest``. With ``record``, its provenance
     (``source``: what it was made from, and the WAV's own size, mtime and
@@ -225,7 +231,9 @@ def write_wav(
 
     def commit_record(tmp: Path) -> None:
         if record is not None:
-            write_json(record, {"source": source, "wav": dict(_stamp(tmp), sha256=hashlib.sha256(data).hexdigest())})
+            write_json(
+                record, {"source": source, "wav": dict(_stamp(tmp), sha256=hashlib.sha256(data).hexdigest())}
+            )
 
     with atomic_write(dest, before_rename=commit_record) as handle:
         handle.write(data)
@@ -275,7 +283,13 @@ def source_record(source: Source) -> dict:
         size, mtime_ns = st.st_size, st.st_mtime_ns
     except OSError:
         size = mtime_ns = None
-    return {"name": path.name, "size": size, "mtime_ns": mtime_ns, "offset": source.offset, "duration": source.duration}
+    return {
+        "name": path.name,
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "offset": source.offset,
+        "duration": source.duration,
+    }
 
 
 def current_wav(dest: Path, record_path: Path, source: dict) -> tuple[int, int] | None:
@@ -374,9 +388,13 @@ def _write_processed(name, meta, sources, out: Path, jobs, progress, overwrite, 
             report.skipped += 1
             continue
         report.stale += dest.exists()
-        tasks.append((uid, str(source.path), str(dest), source.offset, source.duration, str(record_path), wanted))
+        tasks.append(
+            (uid, str(source.path), str(dest), source.offset, source.duration, str(record_path), wanted)
+        )
     meta_path, spec_path = out / "meta.json", out / SPEC_FILE
-    if meta_path.exists() and (tasks or _without_durations(_read_or_none(meta_path)) != _without_durations(meta)):
+    if meta_path.exists() and (
+        tasks or _without_durations(_read_or_none(meta_path)) != _without_durations(meta)
+    ):
         meta_path.unlink()  # it would describe other WAVs or items than those being written
     if spec is not None and spec_path.exists() and _read_or_none(spec_path) != spec:
         spec_path.unlink()
@@ -490,7 +508,8 @@ def compare_metadata(derived: dict, canonical: dict, max_examples: int = 3) -> l
     only_derived = sorted(set(derived) - set(canonical))
     if only_canonical:
         problems.append(
-            f"{len(only_canonical)} uids only in the canonical metadata (e.g. {only_canonical[:max_examples]})"
+            f"{len(only_canonical)} uids only in the canonical metadata "
+            f"(e.g. {only_canonical[:max_examples]})"
         )
     if only_derived:
         problems.append(

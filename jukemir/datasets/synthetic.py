@@ -47,7 +47,8 @@ def _midi_hz(note: float) -> float:
 
 
 def render_song(tonic: int, minor: bool, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Render ``n_samples`` of music in the key (``tonic`` pitch class 0-11, ``minor``); return (audio, info)."""
+    """Render ``n_samples`` of music in the key (``tonic`` pitch class 0-11, ``minor``);
+    return (audio, info)."""
     scale = HARMONIC_MINOR if minor else MAJOR
     tempo = float(rng.uniform(70, 170))
     beat = int(SAMPLE_RATE * 60 / tempo)
@@ -111,7 +112,9 @@ def generate(
     import soundfile as sf
 
     if songs_per_key < 3:
-        raise UserError(f"songs_per_key must be >= 3 (train, valid and test songs per key), got {songs_per_key}")
+        raise UserError(
+            f"songs_per_key must be >= 3 (train, valid and test songs per key), got {songs_per_key}"
+        )
     out_dir = Path(out_dir) if out_dir else Layout().processed("synthetic")
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +135,9 @@ def generate(
         for clip in range(clips_per_song):
             uid = f"{song_uid}-{clip}"
             buf = io.BytesIO()
-            sf.write(buf, audio[clip * n_clip : (clip + 1) * n_clip], SAMPLE_RATE, subtype="PCM_16", format="WAV")
+            sf.write(
+                buf, audio[clip * n_clip : (clip + 1) * n_clip], SAMPLE_RATE, subtype="PCM_16", format="WAV"
+            )
             write_if_changed(wav_dir / f"{uid}.wav", buf.getvalue())
             meta[uid] = {
                 "split": split,
@@ -152,4 +157,3 @@ def generate(
         bar.close()
     write_if_changed(out_dir / "meta.json", json_bytes(meta))
     return out_dir
-

@@ -52,8 +52,10 @@ class HEARModel(torch.nn.Module):
     def __init__(self, rep, window_seconds: float | None = None):
         super().__init__()
         if any(s is None for s in rep.output_shape):
-            raise UserError(f"{rep.name}: HEAR needs outputs of a fixed size, got shape {rep.output_shape} "
-                             "(use pool='mean')")  # fmt: skip
+            raise UserError(
+                f"{rep.name}: HEAR needs outputs of a fixed size, got shape {rep.output_shape} "
+                "(use pool='mean')"
+            )
         self.rep = rep
         self.sample_rate = int(rep.sample_rate) if rep.sample_rate in HEAR_RATES else FALLBACK_RATE
         self.scene_embedding_size = int(np.prod(rep.output_shape))
@@ -78,14 +80,16 @@ class HEARModel(torch.nn.Module):
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: HEARModel) -> torch.Tensor:
-    """``(n_sounds, n_samples)`` at ``model.sample_rate`` -> ``(n_sounds, model.scene_embedding_size)`` float32."""
+    """``(n_sounds, n_samples)`` at ``model.sample_rate`` -> ``(n_sounds, model.scene_embedding_size)``
+    float32."""
     return model.embed(model.prepare(audio)).to(audio.device)
 
 
 def get_timestamp_embeddings(
     audio: torch.Tensor, model: HEARModel, hop_ms: float = TIMESTAMP_HOP_MS
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(n_sounds, n_samples)`` -> embeddings ``(n_sounds, T, size)`` and their centres in ms ``(n_sounds, T)``.
+    """``(n_sounds, n_samples)`` -> embeddings ``(n_sounds, T, size)`` and their centres in ms
+    ``(n_sounds, T)``.
 
     ``T = 1 + floor(duration / hop_ms)``; window ``k`` is centred on ``k * hop_ms``.
     """

@@ -80,8 +80,11 @@ def fused_adam_works(device: torch.device) -> bool:
 
 def _public_state(state: dict) -> dict:
     """A parameter's Adam state as ``torch.optim.Adam`` keeps it (its own step counter, on the CPU)."""
-    return {"step": torch.tensor(float(state["step"]), dtype=torch.float32), "exp_avg": state["exp_avg"],
-            "exp_avg_sq": state["exp_avg_sq"]}  # fmt: skip
+    return {
+        "step": torch.tensor(float(state["step"]), dtype=torch.float32),
+        "exp_avg": state["exp_avg"],
+        "exp_avg_sq": state["exp_avg_sq"],
+    }
 
 
 class PublicAdam:
@@ -164,7 +167,8 @@ class StackAdam:
                 return
 
     def _fail_over(self, exc: BaseException, k: int) -> None:
-        """Continue with :class:`PublicAdam`: param_parameter groups before ``k`` took this update, the others take it there.
+        """Continue with :class:`PublicAdam`: param_parameter groups before ``k`` took this update, the others
+        take it there.
 
         A fused call that raises has written nothing (torch's kernels check
         their arguments before they write), so parameter group ``k`` is updated again.
@@ -172,7 +176,7 @@ class StackAdam:
         _fall_back(self.device, exc)
         done = float(self.step_count)
         old = []
-        for j, (lr, wd, params, _, m, v, _) in enumerate(self.param_groups):
+        for j, (_lr, _wd, params, _, m, v, _) in enumerate(self.param_groups):
             step = done if j < k else done - 1
             old += [(p, {"step": step, "exp_avg": m_, "exp_avg_sq": v_}) for p, m_, v_ in zip(params, m, v)]
         self.fallback = PublicAdam({(lr, wd): params for lr, wd, params, *_ in self.param_groups}, old)
@@ -181,7 +185,8 @@ class StackAdam:
 
 def make_adam(views: list[list[torch.Tensor]], cfgs: list, old=None):
     """Adam over per-config parameter views (each config's ``.grad`` bound), one parameter group per
-    (lr, weight decay): :class:`StackAdam` where :func:`fused_adam_works` on the device, else :class:`PublicAdam`.
+    (lr, weight decay): :class:`StackAdam` where :func:`fused_adam_works` on the device, else
+    :class:`PublicAdam`.
 
     ``old``: ``(parameter, state)`` pairs of the previous optimizer of a stack
     (after configs left it), whose moments and step count carry over.

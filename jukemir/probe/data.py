@@ -44,10 +44,12 @@ class NonfiniteReport:
     def summary(self, dataset: str, representation: str) -> str:
         """One line for humans."""
         line = (
-            f"jukemir probe: warning: {dataset}/{representation}: {self.files} of {self.total_files} feature files "
-            f"have non-finite values ({self.nan} NaN, {self.posinf} +inf, {self.neginf} -inf in {self.dims} of "
-            f"{self.total_dims} dims); replaced +/-inf by the training split's per-dimension finite max/min and "
-            f"NaN by its finite mean"
+            f"jukemir probe: warning: {dataset}/{representation}: "
+            f"{self.files} of {self.total_files} feature files have non-finite values "
+            f"({self.nan} NaN, {self.posinf} +inf, {self.neginf} -inf "
+            f"in {self.dims} of {self.total_dims} dims); "
+            "replaced +/-inf by the training split's per-dimension finite max/min and "
+            "NaN by its finite mean"
         )
         if self.empty_dims:
             line += f" ({self.empty_dims} dims with no finite training value set to 0)"
@@ -108,12 +110,16 @@ class ProbeData:
             return self
         orders = {s: self.order(s, seed) for s in SPLITS}
         return ProbeData(
-            self.dataset, self.representation, self.spec, seed,
+            self.dataset,
+            self.representation,
+            self.spec,
+            seed,
             {s: [self.uids[s][i] for i in o] for s, o in orders.items()},
             {s: self.X[s][o] for s, o in orders.items()},
             {s: self.targets[s][o] for s, o in orders.items()},
-            self.feature_dir, self.nonfinite,
-        )  # fmt: skip
+            self.feature_dir,
+            self.nonfinite,
+        )
 
 
 def original_order(sorted_uids: Sequence[str], seed: int | None) -> list[str]:
@@ -139,7 +145,8 @@ def encode_targets(spec: DatasetSpec, ys: Sequence, uids: Sequence[str], where) 
             ) from None
         if out.shape[1] != spec.num_outputs:
             raise UserError(
-                f"{where}: regression targets have {out.shape[1]} values, {spec.name} needs {spec.num_outputs}"
+                f"{where}: regression targets have {out.shape[1]} values, "
+                f"{spec.name} needs {spec.num_outputs}"
             )
         return out
     index = {label: i for i, label in enumerate(spec.labels)}
@@ -147,7 +154,8 @@ def encode_targets(spec: DatasetSpec, ys: Sequence, uids: Sequence[str], where) 
     def lookup(uid, label):
         if label not in index:
             raise UserError(
-                f"{where}: item {uid!r} has label {label!r}, not one of the {len(index)} labels of {spec.name}"
+                f"{where}: item {uid!r} has label {label!r}, "
+                f"not one of the {len(index)} labels of {spec.name}"
             )
         return index[label]
 
@@ -229,8 +237,10 @@ def load_probe_data(
                 or x.size == 0
                 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer))
             ):
-                raise UserError(f"{path}: feature has shape {x.shape} ({x.dtype}), expected a non-empty 1-D vector "
-                                "of real numbers")  # fmt: skip
+                raise UserError(
+                    f"{path}: feature has shape {x.shape} ({x.dtype}), expected a non-empty 1-D vector "
+                    "of real numbers"
+                )
             dim = x.shape[0] if dim is None else dim
             if x.shape[0] != dim:
                 raise UserError(f"{path}: feature has {x.shape[0]} dims, {first_path} has {dim}")
@@ -254,8 +264,10 @@ def _handle_nonfinite(X: dict, paths: dict, policy: str) -> NonfiniteReport | No
         path, count = min(
             (paths[s][r], int(bad[s][r].sum())) for s in SPLITS for r in np.flatnonzero(bad[s].any(1))
         )
-        raise UserError(f"{path}: {count} non-finite feature values (NaN/inf); "
-                         f"use the 'replace' non-finite policy to replace them")  # fmt: skip
+        raise UserError(
+            f"{path}: {count} non-finite feature values (NaN/inf); "
+            f"use the 'replace' non-finite policy to replace them"
+        )
     train = X["train"]
     finite = np.isfinite(train)
     empty = ~finite.any(0)

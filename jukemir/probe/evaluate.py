@@ -68,8 +68,11 @@ def select_best(run_dirs: Sequence[Path], metric: str = "primary") -> tuple[Path
     return best
 
 
-def discover_pairs(datasets: Sequence[str] | None = None, representations: Sequence[str] | None = None,
-                   layout: Layout | None = None) -> list[tuple[str, str]]:  # fmt: skip
+def discover_pairs(
+    datasets: Sequence[str] | None = None,
+    representations: Sequence[str] | None = None,
+    layout: Layout | None = None,
+) -> list[tuple[str, str]]:
     """(dataset, representation folder name) pairs that have at least one finished run, sorted."""
     if representations is not None:
         representations = [folder_name(r) for r in representations]
@@ -104,16 +107,21 @@ def evaluate_pair(
     layout = layout or Layout()
     runs = find_runs(dataset, representation, layout)
     if not runs:
-        raise NotFoundError(f"{layout.probes(dataset, representation)}: no finished probe runs; "
-                            "run `jukemir probe` first")  # fmt: skip
+        raise NotFoundError(
+            f"{layout.probes(dataset, representation)}: no finished probe runs; run `jukemir probe` first"
+        )
     if expected_num_runs is not None and len(runs) != expected_num_runs:
         raise UserError(f"{runs[0].parent}: {len(runs)} finished runs, expected {expected_num_runs}")
     best_dir, valid = select_best(runs, metric)
     probe = load_probe_dir(best_dir, device=device, layout=layout)
-    data = load_probe_data(dataset, representation, seed=probe.cfg["seed"], nonfinite=nonfinite, layout=layout)
+    data = load_probe_data(
+        dataset, representation, seed=probe.cfg["seed"], nonfinite=nonfinite, layout=layout
+    )
     if run_features(best_dir) not in (None, data.fingerprint):
-        raise UserError(f"{best_dir}: trained on other features or metadata than those of {dataset}/{representation} "
-                         f"now; run `jukemir probe {dataset} {representation}` again to retrain stale runs")  # fmt: skip
+        raise UserError(
+            f"{best_dir}: trained on other features or metadata than those of {dataset}/{representation} "
+            f"now; run `jukemir probe {dataset} {representation}` again to retrain stale runs"
+        )
     spec = get_dataset(dataset, layout)
     fields = {
         "dataset": dataset,
@@ -151,7 +159,9 @@ def evaluations(
     layout = layout or Layout()
     pairs = discover_pairs(datasets, representations, layout)
     if not pairs:
-        raise NotFoundError(f"{layout.probes()}: no finished probe runs for the datasets/representations asked for")
+        raise NotFoundError(
+            f"{layout.probes()}: no finished probe runs for the datasets/representations asked for"
+        )
     for ds, rep in pairs:
         yield evaluate_pair(ds, rep, split=split, metric=metric, layout=layout, **kwargs)
 
@@ -182,8 +192,11 @@ def results_table(rows: Sequence[dict]) -> str:
             if (row["dataset"], name) not in columns:
                 columns.append((row["dataset"], name))
     reps = list(dict.fromkeys(row["representation"] for row in rows))
-    cells = {(row["representation"], row["dataset"], name): row[row["split"]][name]
-             for row in rows for name in row["headline"]}  # fmt: skip
+    cells = {
+        (row["representation"], row["dataset"], name): row[row["split"]][name]
+        for row in rows
+        for name in row["headline"]
+    }
     splits = sorted({row["split"] for row in rows})
     header = ["representation"] + [f"{ds} {name}" for ds, name in columns]
     lines = [
@@ -192,7 +205,12 @@ def results_table(rows: Sequence[dict]) -> str:
     ]
     for rep in reps:
         values = [cells.get((rep, ds, name)) for ds, name in columns]
-        lines.append("| " + " | ".join([rep] + ["" if v is None else f"{100 * v:.1f}" for v in values]) + " |")
+        lines.append(
+            "| " + " | ".join([rep] + ["" if v is None else f"{100 * v:.1f}" for v in values]) + " |"
+        )
     lines.append("")
-    lines.append(f"{'/'.join(splits)} metrics x 100 of the probe with the best validation metric per dataset x representation.")
+    lines.append(
+        f"{'/'.join(splits)} metrics x 100 of the probe with the best validation metric "
+        "per dataset x representation."
+    )
     return "\n".join(lines)

@@ -26,7 +26,7 @@ All tasks also report ``loss`` (the training loss on the whole split) and
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -72,8 +72,11 @@ def loss_gradient(task: str, logits: torch.Tensor, targets: torch.Tensor) -> tor
         # the softmax by hand: torch.softmax is several times slower on CPU for a last dimension of ~10
         grad = (logits - logits.amax(-1, keepdim=True)).exp_()
         grad /= grad.sum(-1, keepdim=True)
-        grad.scatter_add_(-1, targets.long().expand(logits.shape[:-1]).unsqueeze(-1),
-                          torch.full(grad.shape[:-1] + (1,), -1.0, dtype=grad.dtype, device=grad.device))
+        grad.scatter_add_(
+            -1,
+            targets.long().expand(logits.shape[:-1]).unsqueeze(-1),
+            torch.full(grad.shape[:-1] + (1,), -1.0, dtype=grad.dtype, device=grad.device),
+        )
         return grad / logits.shape[-2]
     if task == "multilabel":
         return (torch.sigmoid(logits) - targets.to(logits.dtype)) / (logits.shape[-2] * logits.shape[-1])
@@ -264,15 +267,21 @@ def _key_metrics(logits, y, uids, labels, choose_on) -> dict:
     y = y.to(logits.device).long()
     song_y = torch.as_tensor(song_y, device=logits.device)
     clip_pred = torch.softmax(logits, -1).argmax(-1)
-    out = {"clip_accuracy": _out((clip_pred == y).double().mean(-1)),
-           "clip_score": weighted_key_score(y, clip_pred, labels)}  # fmt: skip
+    out = {
+        "clip_accuracy": _out((clip_pred == y).double().mean(-1)),
+        "clip_score": weighted_key_score(y, clip_pred, labels),
+    }
     for name, pred in key_ensembles(logits, clip_song, len(song_y)).items():
         out[f"ensemble_{name}_accuracy"] = _out((pred == song_y).double().mean(-1))
         out[f"ensemble_{name}_score"] = weighted_key_score(song_y, pred, labels)
     chooser = out if choose_on is None else choose_on
-    valid_scores = np.stack([np.asarray(chooser[f"ensemble_{n}_score"], np.float64).reshape(-1) for n in ENSEMBLES], -1)
+    valid_scores = np.stack(
+        [np.asarray(chooser[f"ensemble_{n}_score"], np.float64).reshape(-1) for n in ENSEMBLES], -1
+    )
     if valid_scores.shape[0] != logits.shape[0]:
-        raise ValueError(f"choose_on holds {valid_scores.shape[0]} probes' metrics, the logits {logits.shape[0]}")
+        raise ValueError(
+            f"choose_on holds {valid_scores.shape[0]} probes' metrics, the logits {logits.shape[0]}"
+        )
     best = valid_scores.argmax(-1)  # first maximum: ties keep the order vote, max, gmean, mean
     for m in ("accuracy", "score"):
         table = np.stack([out[f"ensemble_{n}_{m}"] for n in ENSEMBLES], -1)
@@ -281,8 +290,14 @@ def _key_metrics(logits, y, uids, labels, choose_on) -> dict:
 
 
 # ---------------------------------------------------------------- per task
-def compute_metrics(spec, logits, targets, uids: Sequence[str] | None = None, choose_on: dict | None = None,
-                    names: Sequence[str] | None = None) -> dict:
+def compute_metrics(
+    spec,
+    logits,
+    targets,
+    uids: Sequence[str] | None = None,
+    choose_on: dict | None = None,
+    names: Sequence[str] | None = None,
+) -> dict:
     """All metrics of ``spec``'s task (a :class:`jukemir.datasets.DatasetSpec`).
 
     Args:
@@ -329,7 +344,9 @@ def compute_metrics(spec, logits, targets, uids: Sequence[str] | None = None, ch
             out[f"{name}_r2"] = _out(per[..., i])
     missing = sorted(want - set(out)) if want is not None else []
     if missing:
-        raise UserError(f"dataset {spec.name!r} ({spec.task}) has no metric {missing[0]!r}; it has {sorted(out)}")
+        raise UserError(
+            f"dataset {spec.name!r} ({spec.task}) has no metric {missing[0]!r}; it has {sorted(out)}"
+        )
     out["primary"] = out[spec.primary]
     lead = logits.shape[:-2]
     return {k: float(v[0]) if single else np.asarray(v).reshape(lead) for k, v in out.items()}

@@ -63,8 +63,9 @@ class Probe:
         if split not in SPLITS:
             raise UserError(f"split must be one of {SPLITS}, got {split!r}")
         choose_on = self.evaluate(data, "valid") if data.spec.key_clips and split != "valid" else None
-        return compute_metrics(data.spec, self.logits(data.X[split]), data.targets[split], data.uids[split],
-                               choose_on=choose_on)  # fmt: skip
+        return compute_metrics(
+            data.spec, self.logits(data.X[split]), data.targets[split], data.uids[split], choose_on=choose_on
+        )
 
     def save(self, data: ProbeData, layout: Layout | None = None, metrics: dict | None = None) -> Path:
         """Write the run folder ``probes/<dataset>/<representation>/<uid>/`` of ``layout`` (default:
@@ -96,8 +97,9 @@ class Probe:
         return folder
 
 
-def load_probe(dataset: str, representation: str, uid: str, layout: Layout | None = None,
-               device=None) -> Probe:  # fmt: skip
+def load_probe(
+    dataset: str, representation: str, uid: str, layout: Layout | None = None, device=None
+) -> Probe:
     """Load the run ``probes/<dataset>/<representation>/<uid>/`` of ``layout`` saved by :meth:`Probe.save`."""
     layout = layout or Layout()
     folder = layout.probes(dataset, representation) / check_name(uid, "run uid")
@@ -124,8 +126,13 @@ def load_probe_dir(folder: str | Path, device=None, layout: Layout | None = None
     first = "hidden_0.weight" if cfg["hidden_layer_sizes"] else "output.weight"
     if not isinstance(state, dict) or first not in state or getattr(state[first], "ndim", 0) != 2:
         raise UserError(f"{folder / 'probe.pt'}: no {first!r} matrix; not a probe of config {cfg.uid()}")
-    model = SimpleMLP(state[first].shape[1], cfg["hidden_layer_sizes"], spec.num_outputs,
-                      dropout_input=cfg["dropout_input"], dropout_p=cfg["dropout_p"])  # fmt: skip
+    model = SimpleMLP(
+        state[first].shape[1],
+        cfg["hidden_layer_sizes"],
+        spec.num_outputs,
+        dropout_input=cfg["dropout_input"],
+        dropout_p=cfg["dropout_p"],
+    )
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
@@ -150,7 +157,8 @@ def run_is_done(cfg, layout: Layout | None = None, features: str | None = None) 
 
 
 def run_features(folder: str | Path) -> str | None:
-    """The data fingerprint a saved run was trained on (None: not recorded); "" if train.json is unreadable."""
+    """The data fingerprint a saved run was trained on (None: not recorded); "" if train.json is
+    unreadable."""
     try:
         info = read_json(Path(folder) / "train.json")
     except (OSError, ValueError):

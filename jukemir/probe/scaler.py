@@ -53,8 +53,12 @@ class Scaler:
         buf = io.BytesIO()
         standardize = self.mean is not None
         empty = np.zeros(0)
-        np.savez(buf, standardize=np.array(standardize),
-                 mean=self.mean if standardize else empty, scale=self.scale if standardize else empty)  # fmt: skip
+        np.savez(
+            buf,
+            standardize=np.array(standardize),
+            mean=self.mean if standardize else empty,
+            scale=self.scale if standardize else empty,
+        )
         return buf.getvalue()
 
     @classmethod

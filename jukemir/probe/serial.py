@@ -40,7 +40,8 @@ def check_termination(cfg) -> None:
 
 
 def validation_score(cfg, metrics: dict, where: str) -> float:
-    """The config's early-stopping score in validation ``metrics`` (higher is better); NaN: an error naming ``where``."""
+    """The config's early-stopping score in validation ``metrics`` (higher is better); NaN: an error naming
+    ``where``."""
     name = cfg["early_stopping_metric"]
     score = -metrics[name[1:]] if name.startswith("-") else metrics[name]
     if np.isnan(score):
@@ -75,8 +76,13 @@ def train_probe(cfg, data: ProbeData, device=None) -> Probe:
         torch.manual_seed(seed)
         torch.cuda.manual_seed_all(seed)
     spec = data.spec
-    model = SimpleMLP(data.num_features, cfg["hidden_layer_sizes"], spec.num_outputs,
-                      dropout_input=cfg["dropout_input"], dropout_p=cfg["dropout_p"]).to(device)  # fmt: skip
+    model = SimpleMLP(
+        data.num_features,
+        cfg["hidden_layer_sizes"],
+        spec.num_outputs,
+        dropout_input=cfg["dropout_input"],
+        dropout_p=cfg["dropout_p"],
+    ).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["l2_weight_decay"] or 0
     )
@@ -103,8 +109,13 @@ def train_probe(cfg, data: ProbeData, device=None) -> Probe:
                         model.load_state_dict(best_state)
                     break
                 model.eval()
-                metrics = compute_metrics(spec, probe.logits(data.X["valid"]), data.targets["valid"],
-                                          data.uids["valid"], names=[metric])  # fmt: skip
+                metrics = compute_metrics(
+                    spec,
+                    probe.logits(data.X["valid"]),
+                    data.targets["valid"],
+                    data.uids["valid"],
+                    names=[metric],
+                )
                 model.train()
                 score = validation_score(
                     cfg, metrics, f"{data.dataset}/{data.representation} {cfg.uid()} step {step}"
@@ -130,9 +141,16 @@ def train_probe(cfg, data: ProbeData, device=None) -> Probe:
 
 def run_info(trainer, device, steps, best_step, best_score, stopped_by, seconds, **extra) -> dict:
     """What a run records about its training (``Probe.info``, saved as train.json)."""
-    return dict(trainer=trainer, device=str(device), steps=steps, best_step=best_step,
-                best_score=None if best_step is None else best_score, stopped_by=stopped_by,
-                seconds=round(seconds, 3), **extra)  # fmt: skip
+    return dict(
+        trainer=trainer,
+        device=str(device),
+        steps=steps,
+        best_step=best_step,
+        best_score=None if best_step is None else best_score,
+        stopped_by=stopped_by,
+        seconds=round(seconds, 3),
+        **extra,
+    )
 
 
 def macs_per_update(cfg, data: ProbeData) -> int:

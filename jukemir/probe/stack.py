@@ -95,8 +95,9 @@ class _Stack:
     block whose first layer is one broadcast matrix product.
     """
 
-    def __init__(self, cfgs: list, data: ProbeData, feats: _Features, device: torch.device,
-                 precision: str = "fp32"):  # fmt: skip
+    def __init__(
+        self, cfgs: list, data: ProbeData, feats: _Features, device: torch.device, precision: str = "fp32"
+    ):
         self.cfgs = cfgs
         self.uids = [cfg.uid() for cfg in cfgs]
         self.precision = precision
@@ -142,8 +143,11 @@ class _Stack:
         self.views = []
         for pos in range(len(self.ids)):
             params = []
-            for l in range(len(self.W)):
-                for p, g in ((self.W[l][pos], self.gW[l][pos]), (self.b[l][pos], self.gb[l][pos])):
+            for layer in range(len(self.W)):
+                for p, g in (
+                    (self.W[layer][pos], self.gW[layer][pos]),
+                    (self.b[layer][pos], self.gb[layer][pos]),
+                ):
                     p.grad = g
                     params.append(p)
             self.views.append(params)
@@ -172,8 +176,12 @@ class _Stack:
             setattr(self, name, [t.index_select(0, idx) for t in getattr(self, name)])
         self.ids = [self.ids[p] for p in keep_pos]
         self._bind()
-        pairs = [(new, old_state[old]) for new_p, old_p in zip(self.views, carried)
-                 for new, old in zip(new_p, old_p) if old in old_state]  # fmt: skip
+        pairs = [
+            (new, old_state[old])
+            for new_p, old_p in zip(self.views, carried)
+            for new, old in zip(new_p, old_p)
+            if old in old_state
+        ]
         self.opt = make_adam(self.views, [self.cfgs[i] for i in self.ids], old=pairs)
 
     # -- forward passes
@@ -190,12 +198,12 @@ class _Stack:
         """The layers after the first product ``Z`` of the stack positions ``rows``: (pre-activations,
         activations, output)."""
         pre, acts = [Z], []
-        for l in range(1, len(self.W)):
+        for layer in range(1, len(self.W)):
             A = torch.relu(Z)
-            if masks is not None and masks[l - 1] is not None:
-                A = A * masks[l - 1]
+            if masks is not None and masks[layer - 1] is not None:
+                A = A * masks[layer - 1]
             acts.append(A)
-            Z = torch.baddbmm(self.b[l][rows].unsqueeze(1), A, self.W[l][rows])
+            Z = torch.baddbmm(self.b[layer][rows].unsqueeze(1), A, self.W[layer][rows])
             pre.append(Z)
         return pre, acts, Z
 
@@ -222,7 +230,7 @@ class _Stack:
         # which configs share its stack (a resumed grid trains the unfinished ones without the others).
         in_noise = torch.rand((B, D), generator=gen, device=self.device)
         inputs = []
-        for (standardize, p), start, end in self.blocks:
+        for (standardize, p), _start, _end in self.blocks:
             x = X[standardize]
             if p > 0:
                 x = x * ((in_noise >= p).to(x.dtype) * (1.0 / (1.0 - p)))
@@ -244,14 +252,14 @@ class _Stack:
             masks.append(by_p.index_select(0, self.hidden_p_index))
         pre, acts, out = self._forward_rest(Z0, masks)
         dZ = loss_gradient(self.spec.task, out, self.y_train.index_select(0, rows))
-        for l in range(len(self.W) - 1, 0, -1):
-            A = acts[l - 1]
-            torch.bmm(A.transpose(1, 2), dZ, out=self.gW[l])
-            torch.sum(dZ, 1, out=self.gb[l])
-            dA = torch.bmm(dZ, self.W[l].transpose(1, 2))
-            if masks[l - 1] is not None:
-                dA = dA * masks[l - 1]
-            dZ = dA * (pre[l - 1] > 0)
+        for layer in range(len(self.W) - 1, 0, -1):
+            A = acts[layer - 1]
+            torch.bmm(A.transpose(1, 2), dZ, out=self.gW[layer])
+            torch.sum(dZ, 1, out=self.gb[layer])
+            dA = torch.bmm(dZ, self.W[layer].transpose(1, 2))
+            if masks[layer - 1] is not None:
+                dA = dA * masks[layer - 1]
+            dZ = dA * (pre[layer - 1] > 0)
         gW0 = self.gW[0] if self.gW0 is None else self.gW0
         dZc = dZ.to(self.cdtype)
         for x, (_, start, end) in zip(inputs, self.blocks):
@@ -266,9 +274,9 @@ class _Stack:
     def state_dict(self, pos: int, best: bool) -> dict:
         W, b = (self.best_W, self.best_b) if best else (self.W, self.b)
         state = {}
-        for l, name in enumerate(self.layer_names):
-            state[f"{name}.weight"] = W[l][pos].t().contiguous().cpu()
-            state[f"{name}.bias"] = b[l][pos].clone().cpu()
+        for layer, name in enumerate(self.layer_names):
+            state[f"{name}.weight"] = W[layer][pos].t().contiguous().cpu()
+            state[f"{name}.bias"] = b[layer][pos].clone().cpu()
         return state
 
     def run(self, on_finish: Callable, progress=None):
@@ -298,13 +306,17 @@ class _Stack:
             if due:
                 with torch.no_grad():
                     logits = self.logits("valid")
-                metrics = compute_metrics(self.spec, logits, self.data.targets["valid"], self.data.uids["valid"],
-                                          names=metric_names)  # fmt: skip
+                metrics = compute_metrics(
+                    self.spec, logits, self.data.targets["valid"], self.data.uids["valid"], names=metric_names
+                )
                 improved = []
                 for pos in due:
                     i = self.ids[pos]
-                    score = validation_score(cfgs[i], {k_: v[pos] for k_, v in metrics.items()},
-                                      f"{where} {self.uids[i]} step {step}")  # fmt: skip
+                    score = validation_score(
+                        cfgs[i],
+                        {k_: v[pos] for k_, v in metrics.items()},
+                        f"{where} {self.uids[i]} step {step}",
+                    )
                     self.curve[i].append([step, score])
                     if score > self.best[i]:
                         self.best[i], self.boredom[i], self.best_step[i] = score, 0, step
@@ -319,9 +331,18 @@ class _Stack:
             if finished:
                 for pos, (stopped_by, restore) in finished.items():
                     i = self.ids[pos]
-                    info = run_info("vectorised", self.device, step, self.best_step[i], self.best[i], stopped_by,
-                                 time.time() - start, stack_size=len(cfgs), precision=self.precision,
-                                 valid_curve=self.curve[i])  # fmt: skip
+                    info = run_info(
+                        "vectorised",
+                        self.device,
+                        step,
+                        self.best_step[i],
+                        self.best[i],
+                        stopped_by,
+                        time.time() - start,
+                        stack_size=len(cfgs),
+                        precision=self.precision,
+                        valid_curve=self.curve[i],
+                    )
                     on_finish(i, self.state_dict(pos, best=restore), info)
                     if progress is not None:
                         progress.update(1)
@@ -354,8 +375,14 @@ def split_stack(members: list, data: ProbeData, device: torch.device, precision:
     return [list(range(s, min(n, s + k))) for s in range(0, n, k)]
 
 
-def train_probes(cfgs: Sequence, data: ProbeData, device=None, progress: bool = True,
-                 on_finish: Callable | None = None, precision: str = "fp32") -> list[Probe]:  # fmt: skip
+def train_probes(
+    cfgs: Sequence,
+    data: ProbeData,
+    device=None,
+    progress: bool = True,
+    on_finish: Callable | None = None,
+    precision: str = "fp32",
+) -> list[Probe]:
     """Train many configs of one dataset x representation at once (see the module docstring).
 
     Args:
@@ -395,8 +422,13 @@ def train_probes(cfgs: Sequence, data: ProbeData, device=None, progress: bool = 
 
             def finish(j, state, info, stack=stack, members=members):
                 cfg = members[j]
-                model = SimpleMLP(data.num_features, cfg["hidden_layer_sizes"], data.spec.num_outputs,
-                                  dropout_input=cfg["dropout_input"], dropout_p=cfg["dropout_p"])  # fmt: skip
+                model = SimpleMLP(
+                    data.num_features,
+                    cfg["hidden_layer_sizes"],
+                    data.spec.num_outputs,
+                    dropout_input=cfg["dropout_input"],
+                    dropout_p=cfg["dropout_p"],
+                )
                 model.load_state_dict(state)
                 probe = Probe(
                     cfg, data.spec, feats.scaler(cfg["data_standardization"]), model.to(device), info

@@ -71,25 +71,39 @@ def train_grid(
     representation = folder_name(representation)
     for cfg in cfgs:
         if (cfg["dataset"], cfg["representation"]) != (dataset, representation):
-            raise UserError(f"config {cfg.uid()} is for {cfg['dataset']}/{cfg['representation']}, "
-                             f"not {dataset}/{representation}")  # fmt: skip
+            raise UserError(
+                f"config {cfg.uid()} is for {cfg['dataset']}/{cfg['representation']}, "
+                f"not {dataset}/{representation}"
+            )
     layout = layout or Layout()
     if not cfgs:
         return []
     seed = cfgs[0]["seed"]
-    data = load_probe_data(dataset, representation, seed=seed if seed is not None else 0, nonfinite=nonfinite,
-                           layout=layout)  # fmt: skip
+    data = load_probe_data(
+        dataset, representation, seed=seed if seed is not None else 0, nonfinite=nonfinite, layout=layout
+    )
     todo = [c for c in cfgs if overwrite or not run_is_done(c, layout, data.fingerprint)]
     stale = sum(run_is_done(c, layout) for c in todo) if not overwrite else 0
     if stale:
-        print(f"jukemir probe: {dataset}/{representation}: {stale} finished run(s) were trained on other features "
-              f"or metadata than those there now; retraining them", file=sys.stderr)  # fmt: skip
+        print(
+            f"jukemir probe: {dataset}/{representation}: "
+            f"{stale} finished run(s) were trained on other features "
+            "or metadata than those there now; retraining them",
+            file=sys.stderr,
+        )
     if executor is not None and getattr(executor, "name", "local") != "local":
         shards = [[dict(todo[i]) for i in s] for s in plan_stacks(todo)]
         task = functools.partial(
-            _grid_shard, dataset, representation, serial=serial, precision=precision, device=device,
-            nonfinite=nonfinite, overwrite=overwrite, layout=layout,
-        )  # fmt: skip
+            _grid_shard,
+            dataset,
+            representation,
+            serial=serial,
+            precision=precision,
+            device=device,
+            nonfinite=nonfinite,
+            overwrite=overwrite,
+            layout=layout,
+        )
         executor.map(task, shards)
         return [_run_summary(c, layout, "trained" if c in todo else "skipped") for c in cfgs]
 
@@ -169,8 +183,11 @@ def _claimed(stacks: list[list], folder: Path, serial: bool):
             yield stack
             release_last()
         if deferred:
-            print(f"jukemir probe: another worker is training {sum(map(len, deferred))} of these configs; "
-                  "waiting to take over whatever it does not finish", file=sys.stderr)  # fmt: skip
+            print(
+                f"jukemir probe: another worker is training {sum(map(len, deferred))} of these configs; "
+                "waiting to take over whatever it does not finish",
+                file=sys.stderr,
+            )
         for stack in deferred:
             take(stack, wait=True)
             yield stack
@@ -181,7 +198,8 @@ def _claimed(stacks: list[list], folder: Path, serial: bool):
 
 
 def _finished_since(cfg, layout: Layout, features: str, overwrite: bool, started: float) -> bool:
-    """Whether ``cfg`` needs no training now: done on this data (with ``overwrite``: done since ``started``)."""
+    """Whether ``cfg`` needs no training now: done on this data (with ``overwrite``: done since
+    ``started``)."""
     if not run_is_done(cfg, layout, features):
         return False
     if not overwrite:
@@ -196,5 +214,9 @@ def _grid_shard(dataset, representation, cfgs, **kwargs):
 def _run_summary(cfg, layout: Layout, status: str) -> dict:
     folder = layout.run(cfg)
     metrics_file = folder / "metrics.json"
-    return {"uid": cfg.uid(), "status": status, "dir": str(folder),
-            "metrics": read_json(metrics_file) if metrics_file.is_file() else None}  # fmt: skip
+    return {
+        "uid": cfg.uid(),
+        "status": status,
+        "dir": str(folder),
+        "metrics": read_json(metrics_file) if metrics_file.is_file() else None,
+    }

@@ -74,7 +74,9 @@ def get_representation(name: str, **options) -> Representation:
         raise UserError(f"option(s) {', '.join(unknown)} do not apply to representation {name!r}")
     clash = sorted(set(bound) & set(options))
     if clash:
-        raise UserError(f"representation {name!r} sets {', '.join(clash)} itself; do not pass it as an option")
+        raise UserError(
+            f"representation {name!r} sets {', '.join(clash)} itself; do not pass it as an option"
+        )
     rep = cls(**bound, **options)
     if rep.name != name:
         rep.name = name  # plugins and hf:/hear: names: the name asked for is the one recorded

@@ -96,3 +96,9 @@ class Representation:
             record["package"] = package
         return record
 
+
+def layered_output_shape(dim: int, layers: Sequence[int], pool: str) -> tuple:
+    """Output shape of a model read at ``layers``: ``(dim,)`` mean-pooled, ``(None, dim)`` per frame,
+    with a leading ``len(layers)`` axis when several layers are stacked."""
+    per_layer = (dim,) if pool == "mean" else (None, dim)
+    return per_layer if len(layers) == 1 else (len(layers), *per_layer)

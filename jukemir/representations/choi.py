@@ -290,7 +290,8 @@ class ChoiConvnet(nn.Module):
             norm.running_var.copy_(torch.from_numpy(block["var"]))
 
     def decibels(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, n)`` samples -> ``(B, 1, 96, ceil(n/256))`` mel power in dB, before the reference is subtracted."""
+        """``(B, n)`` samples -> ``(B, 1, 96, ceil(n/256))`` mel power in dB, before the reference is
+        subtracted."""
         n_frames = -(-audio.shape[-1] // HOP)
         # Theano's 'half' border pads n_dft // 2 zeros on each side; 'same' keeps ceil(n / hop) frames.
         spec = F.conv1d(audio[:, None], self.stft_kernel, stride=HOP, padding=N_DFT // 2)[..., :n_frames]
@@ -383,7 +384,8 @@ class Choi(Representation):
         return {"choi_batch_stats": self.batch_stats, "weights": self.weights_id}
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
-        """Decode the first 29 s at 12 kHz (FFT resampling, no normalisation); length is fixed in :meth:`batch`."""
+        """Decode the first 29 s at 12 kHz (FFT resampling, no normalisation); length is fixed in
+        :meth:`batch`."""
         from ..audio import load_audio
 
         return load_audio(

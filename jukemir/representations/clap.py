@@ -213,7 +213,8 @@ class _Conv(nn.Module):
 
 
 class HTSAT(nn.Module):
-    """HTS-AT's audio encoder up to its pooled embedding: waveforms ``(B, 480000)`` at 48 kHz -> ``(B, num_features)``.
+    """HTS-AT's audio encoder up to its pooled embedding: waveforms ``(B, 480000)`` at 48 kHz ->
+    ``(B, num_features)``.
 
     Parameter names follow ``laion_clap``'s ``HTSAT_Swin_Transformer`` (the STFT
     kernels and mel filter bank are checkpoint tensors there too).
@@ -247,8 +248,8 @@ class HTSAT(nn.Module):
         return 10.0 * torch.log10(torch.clamp(mel, min=1e-10))  # ref 1.0, no top_db
 
     def image(self, logmel: torch.Tensor) -> torch.Tensor:
-        """BatchNorm over bands, then the spectrogram stretched to ``freq_ratio * spec_size`` frames and folded
-        into a ``spec_size`` x ``spec_size`` image: ``(B, 1, frames, bands)`` -> ``(B, 1, S, S)``."""
+        """BatchNorm over bands, then the spectrogram stretched to ``freq_ratio * spec_size`` frames and
+        folded into a ``spec_size`` x ``spec_size`` image: ``(B, 1, frames, bands)`` -> ``(B, 1, S, S)``."""
         cfg = self.cfg
         x = self.bn0(logmel.transpose(1, 3)).transpose(1, 3)
         frames, bands = cfg.spec_size * cfg.freq_ratio, cfg.spec_size // cfg.freq_ratio
@@ -311,7 +312,8 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def config_from_state(state: dict[str, torch.Tensor]) -> HTSATConfig:
-    """HTS-AT's sizes read off its tensors (embedding width, blocks and heads per stage, window, bands, joint size)."""
+    """HTS-AT's sizes read off its tensors (embedding width, blocks and heads per stage, window, bands, joint
+    size)."""
     try:
         embed_dim = state["audio_branch.patch_embed.proj.weight"].shape[0]
         depths, heads, window = [], [], None
@@ -328,18 +330,22 @@ def config_from_state(state: dict[str, torch.Tensor]) -> HTSATConfig:
             heads.append(table.shape[1])
             window = window or (round(table.shape[0] ** 0.5) + 1) // 2
         return HTSATConfig(
-            embed_dim=embed_dim, depths=tuple(depths), heads=tuple(heads), window=window,
+            embed_dim=embed_dim,
+            depths=tuple(depths),
+            heads=tuple(heads),
+            window=window,
             patch=state["audio_branch.patch_embed.proj.weight"].shape[-1],
             mel_bins=state["audio_branch.bn0.weight"].shape[0],
             n_fft=state["audio_branch.spectrogram_extractor.stft.conv_real.weight"].shape[-1],
             joint_dim=state["audio_projection.0.weight"].shape[0],
-        )  # fmt: skip
+        )
     except KeyError as exc:
         raise UserError(f"CLAP checkpoint without {exc.args[0]}; not an HTS-AT audio branch") from None
 
 
 def load_model(path: str | os.PathLike) -> CLAPAudio:
-    """A :class:`CLAPAudio` in eval mode with the checkpoint's weights (every tensor it needs present, same shapes)."""
+    """A :class:`CLAPAudio` in eval mode with the checkpoint's weights (every tensor it needs present, same
+    shapes)."""
     state = read_state(path)
     model = CLAPAudio(config_from_state(state))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -350,8 +356,13 @@ def load_model(path: str | os.PathLike) -> CLAPAudio:
 
 def official() -> Official:
     """LAION's music checkpoint (no published checksum: trusted on first use once it reads as one)."""
-    asset = Asset("CLAP_MUSIC_AUDIOSET", f"models/clap/{CHECKPOINT}", (URL,), mirror_path=f"weights/clap-music/{CHECKPOINT}",
-                  hint=f"pass --weights /path/to/{CHECKPOINT}")  # fmt: skip
+    asset = Asset(
+        "CLAP_MUSIC_AUDIOSET",
+        f"models/clap/{CHECKPOINT}",
+        (URL,),
+        mirror_path=f"weights/clap-music/{CHECKPOINT}",
+        hint=f"pass --weights /path/to/{CHECKPOINT}",
+    )
     return Official("clap", (asset,), check=read_state)
 
 
@@ -413,7 +424,8 @@ class CLAPMusic(Representation):
         return self.batch([audio])[0]
 
     def batch(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Embed clips; their windows run :attr:`windows_per_forward` at a time (each is independent of its mates)."""
+        """Embed clips; their windows run :attr:`windows_per_forward` at a time (each is independent of its
+        mates)."""
         prepared, owner = [], []
         for i, audio in enumerate(audios):
             audio = np.asarray(audio, dtype=np.float32)

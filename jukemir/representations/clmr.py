@@ -158,8 +158,13 @@ def read_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def official() -> Official:
     """The release asset ``clmr_magnatagatune_mlp.zip`` (no published checksum: trusted on first use)."""
-    asset = Asset("CLMR_MAGNATAGATUNE_MLP", "models/clmr/clmr_magnatagatune_mlp.zip", (RELEASE_URL,),
-                  mirror_path="weights/clmr/clmr_magnatagatune_mlp.zip", hint="pass --weights /path/to/clmr_epoch=10000.ckpt")  # fmt: skip
+    asset = Asset(
+        "CLMR_MAGNATAGATUNE_MLP",
+        "models/clmr/clmr_magnatagatune_mlp.zip",
+        (RELEASE_URL,),
+        mirror_path="weights/clmr/clmr_magnatagatune_mlp.zip",
+        hint="pass --weights /path/to/clmr_epoch=10000.ckpt",
+    )
     return Official("clmr", (asset,))
 
 
@@ -213,7 +218,8 @@ class CLMR(Representation):
     ):
         if clmr_frame not in FRAMES:
             raise UserError(
-                f"clmr_frame must be {PAPER_FRAME} (the paper's) or {CORRECTED_FRAME} (corrected), got {clmr_frame}"
+                f"clmr_frame must be {PAPER_FRAME} (the paper's) or {CORRECTED_FRAME} (corrected), "
+                f"got {clmr_frame}"
             )
         self.frame = int(clmr_frame)
         self.device = torch_device(device)

@@ -5,8 +5,9 @@ This is the contract every container runs (docs/architecture.md)::
     jukemir extract REPRESENTATION INPUT_DIR OUTPUT_DIR [--batch_size N --batch_idx I]
 
 * Every non-hidden entry of ``INPUT_DIR`` but folders is an input, whatever
-  its extension (so a broken link or a FIFO is reported, not silently dropped), sorted by name (then, for a batch-dependent representation, in its own
-  order: :func:`batch_dependent`). Batch ``I`` is ``files[I*N:(I+1)*N]``; an
+  its extension (so a broken link or a FIFO is reported, not silently
+  dropped), sorted by name (then, for a batch-dependent representation, in
+  its own order: :func:`batch_dependent`). Batch ``I`` is ``files[I*N:(I+1)*N]``; an
   index past the end is an error.
 * The output of ``x.wav`` is ``OUTPUT_DIR/x.npy``, a float32 array of the
   representation's output shape (1-D for the paper's features).
@@ -39,10 +40,10 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -89,8 +90,9 @@ class FolderReport:
     def ok(self) -> bool:
         return not self.failed
 
-    def merge(self, other: "FolderReport") -> None:
-        """Add the counts and failures of another run over the same output (e.g. one batch of a sharded run)."""
+    def merge(self, other: FolderReport) -> None:
+        """Add the counts and failures of another run over the same output (e.g. one batch of a sharded
+        run)."""
         for name in self.COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failed.extend(other.failed)
@@ -98,7 +100,9 @@ class FolderReport:
     def summary(self) -> str:
         extra = f", {self.busy} done by another worker" if self.busy else ""
         extra += f", {self.stale} stale recomputed" if self.stale else ""
-        extra += f", {self.foreign} without provenance kept (--overwrite recomputes them)" if self.foreign else ""
+        extra += (
+            f", {self.foreign} without provenance kept (--overwrite recomputes them)" if self.foreign else ""
+        )
         extra += f", {self.nonfinite} with non-finite values" if self.nonfinite else ""
         return (
             f"extract {self.representation}: {self.done} done, {self.skipped} skipped, "
@@ -108,7 +112,9 @@ class FolderReport:
 
 # A folder named like an audio file is reported as a bad input rather than silently passed over.
 AUDIO_SUFFIXES = frozenset(
-    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .m4a .aac .wma .mp4".split()
+    (
+        ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .m4a .aac .wma .mp4"
+    ).split()
 )
 
 
@@ -137,7 +143,9 @@ def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
         if not p.name.startswith(".") and (not p.is_dir() or p.suffix.lower() in AUDIO_SUFFIXES)
     )
     if not files:
-        raise UserError(f"{input_dir}: no input files (sub-folders and names starting with '.' are not inputs)")
+        raise UserError(
+            f"{input_dir}: no input files (sub-folders and names starting with '.' are not inputs)"
+        )
     return files
 
 
@@ -298,8 +306,10 @@ def run_folder(
     if rep is None and (options or {}).get("device") is not None:
         torch_device(options["device"])  # a device that is not there: say so before writing anything
     if Path(output_dir).resolve() == Path(input_dir).resolve():
-        raise UserError(f"{output_dir}: the output folder is the input folder; its .npy outputs would become "
-                        "inputs of the next run: use another output folder")  # fmt: skip
+        raise UserError(
+            f"{output_dir}: the output folder is the input folder; its .npy outputs would become "
+            "inputs of the next run: use another output folder"
+        )
     out_dir = prepare_output_dir(output_dir)
     remove_stale_temporaries(out_dir, older_than_s=STALE_TMP_S)
     remove_stale_temporaries(out_dir / STATE_DIR / "provenance", older_than_s=STALE_TMP_S)
@@ -317,8 +327,9 @@ def run_folder(
     for src in sorted(files):
         owner.setdefault(src.stem + ".npy", src)
     with FolderClaim(out_dir / STATE_DIR, provenance, f"these {name} features"):
-        return _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers, overwrite, progress,
-                            start)  # fmt: skip
+        return _run_claimed(
+            rep, name, outputs, owner, out_dir, report, batch_size, workers, overwrite, progress, start
+        )
 
 
 def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers, overwrite, progress, start):
@@ -329,7 +340,9 @@ def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers
         reason = one_line(reason)
         report.failed.append((str(src), reason))
         print(one_line(f"jukemir extract {name}: {src}: {reason}"), file=sys.stderr)
-        append_jsonl(errors_log, {"file": str(src), "reason": reason, "representation": name, "time": time.time()})
+        append_jsonl(
+            errors_log, {"file": str(src), "reason": reason, "representation": name, "time": time.time()}
+        )
 
     todo: list[_Output] = []
     for out in outputs:
@@ -385,7 +398,9 @@ def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers
             while pending:
                 group, futures = pending.popleft()
                 submit_next()
-                busy = _run_group(rep, group, [f.result() for f in futures], todo_set, report, fail, overwrite)
+                busy = _run_group(
+                    rep, group, [f.result() for f in futures], todo_set, report, fail, overwrite
+                )
                 if busy:
                     held_elsewhere.append((group, busy))
                 elif bar is not None:
@@ -394,10 +409,15 @@ def _run_claimed(rep, name, outputs, owner, out_dir, report, batch_size, workers
         # Locks are taken in file order (a worker only waits for files after those it holds): no deadlock.
         if held_elsewhere:
             n_busy = sum(len(busy) for _, busy in held_elsewhere)
-            print(f"jukemir extract {name}: another worker holds {n_busy} file(s); waiting for it", file=sys.stderr)
+            print(
+                f"jukemir extract {name}: another worker holds {n_busy} file(s); waiting for it",
+                file=sys.stderr,
+            )
         for group, busy in held_elsewhere:
             members = group if batch_dependent(rep) else busy
-            _run_group(rep, members, [load(o) for o in members], set(busy), report, fail, overwrite, wait=True)
+            _run_group(
+                rep, members, [load(o) for o in members], set(busy), report, fail, overwrite, wait=True
+            )
             if bar is not None:
                 bar.update(len(group))
     finally:
@@ -473,7 +493,7 @@ def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=Fal
                         fail(out.src, f"{type(exc).__name__}: {exc}")
                 return busy
             features = []
-            for out, audio in ok:  # isolate the file that broke the batch
+            for _out, audio in ok:  # isolate the file that broke the batch
                 try:
                     features.extend(rep.batch([audio]))
                 except Exception as exc1:

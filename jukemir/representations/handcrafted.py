@@ -116,7 +116,9 @@ class _Handcrafted(Representation):
     normalize = True
     n_coeffs = 0
 
-    def __init__(self, device: str | None = None, handcrafted_librosa: str = "0.8.1", max_seconds: float = MAX_SECONDS):
+    def __init__(
+        self, device: str | None = None, handcrafted_librosa: str = "0.8.1", max_seconds: float = MAX_SECONDS
+    ):
         """``device`` is checked like every representation's, but librosa computes on the CPU.
 
         ``handcrafted_librosa``: ``"0.8.1"`` (the original's computation) or ``"installed"``.
@@ -127,11 +129,14 @@ class _Handcrafted(Representation):
         self.max_seconds = float(max_seconds)
         if handcrafted_librosa not in LIBROSA_MODES:
             raise UserError(
-                f"handcrafted_librosa must be '0.8.1' (the original's) or 'installed', got {handcrafted_librosa!r}"
+                "handcrafted_librosa must be '0.8.1' (the original's) or 'installed', "
+                f"got {handcrafted_librosa!r}"
             )
         if torch_device(device or "cpu").type != "cpu":
-            print(f"jukemir: {self.name} is computed on the CPU (librosa); --device {device} is ignored",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"jukemir: {self.name} is computed on the CPU (librosa); --device {device} is ignored",
+                file=sys.stderr,
+            )
         self.handcrafted_librosa = handcrafted_librosa
 
     def options(self) -> dict:
@@ -148,7 +153,8 @@ class _Handcrafted(Representation):
         if seconds > self.max_seconds:
             raise AudioError(
                 path,
-                f"{seconds / 60:.1f} min of audio is longer than {self.name}'s limit of {self.max_seconds / 60:g} min "
+                f"{seconds / 60:.1f} min of audio is longer than "
+                f"{self.name}'s limit of {self.max_seconds / 60:g} min "
                 f"(its features hold the whole clip in memory, about {GB_PER_HOUR:g} GB per hour); "
                 "raise the limit with --max-seconds",
             )
@@ -173,7 +179,9 @@ class Chroma(_Handcrafted):
     name = "chroma"
     dim = 72
 
-    def __init__(self, device: str | None = None, handcrafted_librosa: str = "0.8.1", max_seconds: float = MAX_SECONDS):
+    def __init__(
+        self, device: str | None = None, handcrafted_librosa: str = "0.8.1", max_seconds: float = MAX_SECONDS
+    ):
         super().__init__(device, handcrafted_librosa, max_seconds)
         if handcrafted_librosa == "installed":
             memoize_cqt_filters()

@@ -95,8 +95,10 @@ class HEARModule(Representation):
                 embeddings = self.module.get_scene_embeddings(sounds.to(self.device), self.model)
                 embeddings = np.asarray(torch.as_tensor(embeddings).float().cpu())
                 if embeddings.shape != (len(idx), self.dim):
-                    raise UserError(f"hear:{self.module_name}: get_scene_embeddings gave shape {embeddings.shape}, "
-                                     f"expected {(len(idx), self.dim)}")  # fmt: skip
+                    raise UserError(
+                        f"hear:{self.module_name}: get_scene_embeddings gave shape {embeddings.shape}, "
+                        f"expected {(len(idx), self.dim)}"
+                    )
                 for i, row in zip(idx, embeddings):
                     out[i] = row.astype(np.float32)
         return out

@@ -43,7 +43,7 @@ from ..assets import Asset, DownloadError, file_checksum
 from ..device import torch_device
 from ..errors import NotFoundError, UserError
 from ..weights import Official
-from .base import Representation
+from .base import Representation, layered_output_shape
 
 HUB = "https://huggingface.co"
 CONFIG_FILES = ("config.json", "preprocessor_config.json")
@@ -62,7 +62,10 @@ def _needs_transformers():
 
 
 def hub_snapshot(
-    model_id: str, revision: str = "main", mirror: str | None = None, mirror_folder: str | None = None,
+    model_id: str,
+    revision: str = "main",
+    mirror: str | None = None,
+    mirror_folder: str | None = None,
     hint: str | None = None,
 ) -> Path:
     """Download (or find) a hub model's config, feature-extractor config and weights; return their folder.
@@ -86,8 +89,15 @@ def hub_snapshot(
         for name in names:
             tag = re.sub(r"[^A-Z0-9]+", "_", f"HF_{model_id}_{revision}_{name}".upper())
             mirror_path = f"{mirror_folder}/{name}" if mirror_folder else None
-            assets.append(Asset(tag, f"models/{home}/{name}", (f"{HUB}/{model_id}/resolve/{revision}/{name}",),
-                                mirror_path=mirror_path, hint=hint or "name a local folder holding them: hf:/path/to/folder"))  # fmt: skip
+            assets.append(
+                Asset(
+                    tag,
+                    f"models/{home}/{name}",
+                    (f"{HUB}/{model_id}/resolve/{revision}/{name}",),
+                    mirror_path=mirror_path,
+                    hint=hint or "name a local folder holding them: hf:/path/to/folder",
+                )
+            )
         return Official(home, tuple(assets))
 
     configs = files(*CONFIG_FILES)
@@ -105,7 +115,8 @@ def hub_snapshot(
 
 
 def snapshot_files(folder: Path) -> list[Path]:
-    """The files of a local snapshot that define the model: configs and weights (the first weights file found)."""
+    """The files of a local snapshot that define the model: configs and weights (the first weights file
+    found)."""
     missing = [n for n in CONFIG_FILES if not (folder / n).is_file()]
     weights = [folder / n for n in WEIGHT_FILES if (folder / n).is_file()]
     if missing or not weights:
@@ -188,20 +199,24 @@ class HFEncoder(Representation):
         return hub_snapshot(model_id, revision, mirror)
 
     def load_model(self, folder: Path):
-        """``(model, feature extractor)`` of a hub-format folder, built by ``transformers`` without remote code."""
+        """``(model, feature extractor)`` of a hub-format folder, built by ``transformers`` without remote
+        code."""
         transformers = _needs_transformers()
         config = transformers.AutoConfig.from_pretrained(
             folder, local_files_only=True, trust_remote_code=False
         )
         if getattr(config, "model_type", None) == "mert_model":
-            raise UserError(f"{folder}: a MERT model; use the representation mert-v1-95m or mert-v1-330m "
-                             "(with weights=<this folder>)")  # fmt: skip
+            raise UserError(
+                f"{folder}: a MERT model; use the representation mert-v1-95m or mert-v1-330m "
+                "(with weights=<this folder>)"
+            )
         net, info = transformers.AutoModel.from_pretrained(
             folder, config=config, local_files_only=True, trust_remote_code=False, output_loading_info=True
         )
         if info.get("missing_keys"):
             raise UserError(
-                f"{folder}: weights do not match the model: missing {', '.join(sorted(info['missing_keys'])[:5])}"
+                f"{folder}: weights do not match the model: "
+                f"missing {', '.join(sorted(info['missing_keys'])[:5])}"
             )
         extractor = transformers.AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
         return net, extractor
@@ -216,15 +231,16 @@ class HFEncoder(Representation):
         layers = [int(x) for x in ([layers] if isinstance(layers, (int, np.integer)) else layers)]
         bad = [x for x in layers if not 0 <= x <= self.n_layers]
         if not layers or bad or len(set(layers)) != len(layers):
-            raise UserError(f"{self.name} layers must be distinct integers in 0..{self.n_layers} "
-                             f"(0: the transformer's input), got {layers}")  # fmt: skip
+            raise UserError(
+                f"{self.name} layers must be distinct integers in 0..{self.n_layers} "
+                f"(0: the transformer's input), got {layers}"
+            )
         return layers
 
     # ------------------------------------------------------------ contract
     @property
     def output_shape(self) -> tuple:
-        per_layer = (self.dim,) if self.pool == "mean" else (None, self.dim)
-        return per_layer if len(self.layers) == 1 else (len(self.layers), *per_layer)
+        return layered_output_shape(self.dim, self.layers, self.pool)
 
     def options(self) -> dict:
         return {
@@ -241,15 +257,18 @@ class HFEncoder(Representation):
         return self.batch([audio])[0]
 
     def batch(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Embed clips; the windows of all of them run together (:attr:`windows_per_forward` of one length at a time)."""
+        """Embed clips; the windows of all of them run together (:attr:`windows_per_forward` of one length at
+        a time)."""
         windows, owner = [], []
         for i, audio in enumerate(audios):
             audio = np.asarray(audio, dtype=np.float32)
             if audio.ndim != 1:
                 raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
             if len(audio) < self.min_samples:
-                raise UserError(f"audio too short: {len(audio)} samples ({len(audio) / self.sample_rate:.3f} s); "
-                                 f"{self.name} needs at least {self.min_samples} samples at {self.sample_rate} Hz")  # fmt: skip
+                raise UserError(
+                    f"audio too short: {len(audio)} samples ({len(audio) / self.sample_rate:.3f} s); "
+                    f"{self.name} needs at least {self.min_samples} samples at {self.sample_rate} Hz"
+                )
             if not np.isfinite(audio).all():
                 raise UserError("audio contains non-finite samples")
             for window in self.windows(audio):
@@ -274,7 +293,8 @@ class HFEncoder(Representation):
         return chunks
 
     def hidden_states(self, windows: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """Per window, the selected layers' frames ``(n_layers, T, dim)``; windows of equal length run together."""
+        """Per window, the selected layers' frames ``(n_layers, T, dim)``; windows of equal length run
+        together."""
         out: list[torch.Tensor | None] = [None] * len(windows)
         by_length: dict[int, list[int]] = {}
         for i, w in enumerate(windows):

@@ -5,8 +5,9 @@ with librosa 0.8.1, numpy 1.x and resampy 0.2 (docs/fidelity/chroma.md).
 librosa >= 0.10 computes another constant-Q transform (wavelet filters, soxr
 resampling, zero padding, another tuning estimator) and resampy >= 0.3 ships
 other filters, so today's ``chroma_cqt`` drifts from the original's by up to
-about 0.2 in the 72 statistics (:func:`mfcc`, simpler, is at the end). This module follows the path librosa 0.8.1 took for that call, step
-by step and in the same floating-point types:
+about 0.2 in the 72 statistics (:func:`mfcc`, simpler, is at the end). This
+module follows the path librosa 0.8.1 took for that call, step by step and in
+the same floating-point types:
 
 1. **Tuning** (:func:`estimate_tuning`): peaks of a Hann STFT (n_fft 2048, hop
    512, reflect-padded), refined by parabolic interpolation, between 150 and
@@ -87,8 +88,14 @@ def stft_blocks(y: np.ndarray, n_fft: int, hop_length: int, window: np.ndarray):
         yield np.fft.rfft(window * frames[start : start + block], axis=1).T.astype(np.complex64)
 
 
-def _peaks(y: np.ndarray, sr: float, n_fft: int = 2048, fmin: float = 150.0, fmax: float = 4000.0,
-           threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _peaks(
+    y: np.ndarray,
+    sr: float,
+    n_fft: int = 2048,
+    fmin: float = 150.0,
+    fmax: float = 4000.0,
+    threshold: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
     """The nonzero entries of librosa 0.8.1's ``piptrack(y=y, sr=sr)``: float32 ``(frequencies, magnitudes)``.
 
     Peaks of the magnitude of a Hann STFT (``n_fft``, hop ``n_fft // 4``,
@@ -120,7 +127,8 @@ def _peaks(y: np.ndarray, sr: float, n_fft: int = 2048, fmin: float = 150.0, fma
 
 
 def estimate_tuning(y: np.ndarray, sr: float, bins_per_octave: int = BINS_PER_OCTAVE) -> float:
-    """librosa 0.8.1's ``estimate_tuning(y=y, sr=sr, bins_per_octave=...)``: a fraction of a bin in [-0.5, 0.5)."""
+    """librosa 0.8.1's ``estimate_tuning(y=y, sr=sr, bins_per_octave=...)``: a fraction of a bin
+    in [-0.5, 0.5)."""
     import librosa
 
     freqs, mags = _peaks(y, sr)
@@ -133,7 +141,8 @@ def estimate_tuning(y: np.ndarray, sr: float, bins_per_octave: int = BINS_PER_OC
 
 
 def _filter_lengths(sr: float, fmin: float, n_bins: int, bins_per_octave: int) -> np.ndarray:
-    """Constant-Q filter lengths in samples (librosa 0.8.1's ``constant_q_lengths``, filter_scale 1, gamma 0)."""
+    """Constant-Q filter lengths in samples (librosa 0.8.1's ``constant_q_lengths``,
+    filter_scale 1, gamma 0)."""
     alpha = 2.0 ** (1.0 / bins_per_octave) - 1.0
     freqs = fmin * (2.0 ** (np.arange(n_bins, dtype=float) / bins_per_octave))
     if freqs[-1] * (1 + 0.5 * HANN_BANDWIDTH * alpha) > sr / 2.0:
@@ -201,9 +210,16 @@ def _octave_banks(sr: float, fmin_top: float, n_octaves: int, bins_per_octave: i
     return banks
 
 
-def cqt(y: np.ndarray, sr: float, hop_length: int, fmin: float, n_bins: int = N_OCTAVES * BINS_PER_OCTAVE,
-        bins_per_octave: int = BINS_PER_OCTAVE) -> np.ndarray:  # fmt: skip
-    """librosa 0.8.1's ``cqt`` (defaults, ``fmin`` already tuned): complex64 ``(n_bins, 1 + len(y) // hop_length)``.
+def cqt(
+    y: np.ndarray,
+    sr: float,
+    hop_length: int,
+    fmin: float,
+    n_bins: int = N_OCTAVES * BINS_PER_OCTAVE,
+    bins_per_octave: int = BINS_PER_OCTAVE,
+) -> np.ndarray:
+    """librosa 0.8.1's ``cqt`` (defaults, ``fmin`` already tuned): complex64
+    ``(n_bins, 1 + len(y) // hop_length)``.
 
     Raises ``ValueError`` for a configuration where librosa 0.8.1 would have
     taken another branch (a top octave close to Nyquist, early downsampling),
@@ -252,7 +268,8 @@ def _cq_to_chroma(n_bins: int, bins_per_octave: int) -> np.ndarray:
 
 
 def chroma_cqt(y: np.ndarray, sr: float = 22050, hop_length: int = 512) -> np.ndarray:
-    """librosa 0.8.1's ``chroma_cqt(y, sr=sr, hop_length=hop_length)``: float32 ``(12, 1 + len(y) // hop_length)``.
+    """librosa 0.8.1's ``chroma_cqt(y, sr=sr, hop_length=hop_length)``: float32
+    ``(12, 1 + len(y) // hop_length)``.
 
     ``y``: float32 mono audio at ``sr`` Hz. Each frame is divided by its
     maximum (frames that are all zero stay zero).
@@ -279,7 +296,8 @@ def _mel_basis(sr: float, n_fft: int, n_mels: int) -> np.ndarray:
 
 
 def mfcc(y: np.ndarray, sr: float = 22050, hop_length: int = 512, n_mfcc: int = 20) -> np.ndarray:
-    """librosa 0.8.1's ``mfcc(y, sr=sr, hop_length=hop_length)``: float32 ``(n_mfcc, 1 + len(y) // hop_length)``.
+    """librosa 0.8.1's ``mfcc(y, sr=sr, hop_length=hop_length)``: float32
+    ``(n_mfcc, 1 + len(y) // hop_length)``.
 
     Every default spelled out: power spectrogram of a reflect-padded Hann STFT
     (n_fft 2048), 128 Slaney mel bands from 0 Hz to Nyquist, ``10 log10(max(x,

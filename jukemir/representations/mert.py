@@ -57,7 +57,8 @@ _NOT_HUBERT = (
 
 
 class ScaledResidual(nn.Module):
-    """``f(x) + (alpha - 1) * x``: inside a block that adds its input, the residual becomes DeepNorm's ``alpha * x + f(x)``."""
+    """``f(x) + (alpha - 1) * x``: inside a block that adds its input, the residual becomes DeepNorm's
+    ``alpha * x + f(x)``."""
 
     def __init__(self, inner: nn.Module, alpha: float):
         super().__init__()
@@ -87,11 +88,14 @@ def load_mert(folder: Path):
             f"{path}: model_type is {raw.get('model_type')!r}, expected 'mert_model' (a MERT checkpoint)"
         )
     if raw.get("feature_extractor_cqt"):
-        raise UserError(f"{path}: feature_extractor_cqt is set; MERT with a CQT front end is not supported "
-                         "(MERT-v1 does not use it)")  # fmt: skip
+        raise UserError(
+            f"{path}: feature_extractor_cqt is set; MERT with a CQT front end is not supported "
+            "(MERT-v1 does not use it)"
+        )
     if raw.get("deepnorm") and raw.get("do_stable_layer_norm"):
         raise UserError(
-            f"{path}: deepnorm needs post-LayerNorm blocks (do_stable_layer_norm false), as MERT's code asserts"
+            f"{path}: deepnorm needs post-LayerNorm blocks (do_stable_layer_norm false), "
+            "as MERT's code asserts"
         )
     config = transformers.HubertConfig(**{k: v for k, v in raw.items() if k not in _NOT_HUBERT})
     config.conv_pos_batch_norm = False  # MERT's positional conv is weight-normalised
@@ -116,7 +120,8 @@ class MERT(HFEncoder):
     """MERT-v1; subclasses name the checkpoint. Build once, then ``rep(audio)`` (see the module docstring).
 
     Args:
-        layers: hidden-state index (0..num_hidden_layers), a list of them, or ``"all"``; default the last block.
+        layers: hidden-state index (0..num_hidden_layers), a list of them, or ``"all"``;
+            default the last block.
         pool: ``"mean"`` over frames, or ``"none"``.
         window_seconds: window length (default 5 s); ``None`` or 0: the whole clip in one pass.
         device: torch device; default ``cuda`` when available.
@@ -141,8 +146,13 @@ class MERT(HFEncoder):
         folder = weights_folder(weights)
         super().__init__(
             str(folder) if folder is not None else self.model_id,
-            layers=layers, pool=pool, window_seconds=window_seconds, device=device, revision=revision, mirror=mirror,
-        )  # fmt: skip
+            layers=layers,
+            pool=pool,
+            window_seconds=window_seconds,
+            device=device,
+            revision=revision,
+            mirror=mirror,
+        )
         self.model_ref = self.model_id  # a local copy is identified by its files' sha256 (options "weights")
 
     def official_snapshot(self, model_id: str, revision: str, mirror: str | None) -> Path:

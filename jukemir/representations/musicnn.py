@@ -100,13 +100,57 @@ FRONT = len(TIMBRAL) * TIMBRAL_FILTERS + len(TEMPORAL) * TEMPORAL_FILTERS  # 561
 LOGS = ("float16", "float32")
 
 MSD_LABELS = [
-    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s",
-    "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists", "classic rock",
-    "soul", "indie rock", "Mellow", "electronica", "80s", "folk", "90s", "chill", "instrumental",
-    "punk", "oldies", "blues", "hard rock", "ambient", "acoustic", "experimental", "female vocalist",
-    "guitar", "Hip-Hop", "70s", "party", "country", "easy listening", "sexy", "catchy", "funk",
-    "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy",
-]  # fmt: skip
+    "rock",
+    "pop",
+    "alternative",
+    "indie",
+    "electronic",
+    "female vocalists",
+    "dance",
+    "00s",
+    "alternative rock",
+    "jazz",
+    "beautiful",
+    "metal",
+    "chillout",
+    "male vocalists",
+    "classic rock",
+    "soul",
+    "indie rock",
+    "Mellow",
+    "electronica",
+    "80s",
+    "folk",
+    "90s",
+    "chill",
+    "instrumental",
+    "punk",
+    "oldies",
+    "blues",
+    "hard rock",
+    "ambient",
+    "acoustic",
+    "experimental",
+    "female vocalist",
+    "guitar",
+    "Hip-Hop",
+    "70s",
+    "party",
+    "country",
+    "easy listening",
+    "sexy",
+    "catchy",
+    "funk",
+    "electro",
+    "heavy metal",
+    "Progressive rock",
+    "60s",
+    "rnb",
+    "indie pop",
+    "sad",
+    "House",
+    "happy",
+]
 
 
 @dataclass(frozen=True)
@@ -190,9 +234,18 @@ def log_mel(audio: np.ndarray, musicnn_log: str = "float16") -> np.ndarray:
         raise UserError(f"expected mono audio of shape (n,), got {audio.shape}")
     # librosa 0.7's defaults, explicit where later versions changed them (pad_mode).
     mel = librosa.feature.melspectrogram(
-        y=audio, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0,
-        center=True, pad_mode="reflect", window="hann", htk=False, norm="slaney",
-    ).T  # fmt: skip
+        y=audio,
+        sr=SAMPLE_RATE,
+        n_fft=N_FFT,
+        hop_length=HOP,
+        n_mels=N_MELS,
+        power=2.0,
+        center=True,
+        pad_mode="reflect",
+        window="hann",
+        htk=False,
+        norm="slaney",
+    ).T
     if musicnn_log == "float16":
         with np.errstate(over="ignore"):
             mel = mel.astype(np.float16).astype(np.float32)
@@ -313,6 +366,16 @@ def _modules_in_tf_order(spec: ModelSpec) -> list[tuple[str, str]]:
     return layers
 
 
+def _conv2d_kernel(w):
+    """TF conv kernel ``(kh, kw, in, out)`` -> torch ``(out, in, kh, kw)``."""
+    return np.transpose(w, (3, 2, 0, 1))
+
+
+def _conv1d_kernel(w):
+    """TF kernel ``(7, in, 1, out)`` over (time, channel) -> torch Conv1d ``(out, in, 7)``."""
+    return np.transpose(w[:, :, 0, :], (2, 1, 0))
+
+
 def _variable_map(spec: ModelSpec) -> dict:
     """TF variable name -> (torch parameter name, TF-layout -> torch-layout function).
 
@@ -341,9 +404,9 @@ def _variable_map(spec: ModelSpec) -> dict:
         else:
             scope = tf_name("dense" if kind == "dense" else "conv2d")
             if kind == "conv":  # (kh, kw, in, out) -> (out, in, kh, kw)
-                kernel = lambda w: np.transpose(w, (3, 2, 0, 1))
+                kernel = _conv2d_kernel
             elif kind == "conv1d":  # (7, in, 1, out) over (time, channel) -> Conv1d (out, in, 7)
-                kernel = lambda w: np.transpose(w[:, :, 0, :], (2, 1, 0))
+                kernel = _conv1d_kernel
             else:  # (in, out) -> (out, in)
                 kernel = np.transpose
             mapping[f"{scope}/kernel"] = (f"{path}.weight", kernel)
@@ -455,7 +518,9 @@ def load_weights(model: str, weights: str | os.PathLike | None = None) -> tuple[
     expected = tf_variables(model)
     if weights is not None and os.fspath(weights).endswith(".npz"):
         state, source = _read_npz(weights), file_checksum(weights)
-        state.pop("source_sha256", None)  # the source's id, which conversions before the converted/ folders held
+        state.pop(
+            "source_sha256", None
+        )  # the source's id, which conversions before the converted/ folders held
         check_keys({k: v.shape for k, v in state.items()}, expected, f"{weights} (musicnn {model})")
         return state, source
     if weights is not None:
@@ -517,9 +582,7 @@ class Musicnn(Representation):
     ):
         self.spec = _check_model(model)
         if musicnn_log not in LOGS:
-            raise UserError(
-                f"musicnn_log must be 'float16' (the original) or 'float32', got {musicnn_log!r}"
-            )
+            raise UserError(f"musicnn_log must be 'float16' (the original) or 'float32', got {musicnn_log!r}")
         self.model, self.musicnn_log = model, musicnn_log
         self.dim = 2 * self.spec.channels
         self.may_be_nonfinite = musicnn_log == "float16"
@@ -569,6 +632,7 @@ class Musicnn(Representation):
         ]
 
     def taggram(self, audio: np.ndarray) -> np.ndarray:
-        """Tag probabilities of each 3 s patch of a 16 kHz clip: ``(n_patches, 50)``, columns :attr:`labels`."""
+        """Tag probabilities of each 3 s patch of a 16 kHz clip: ``(n_patches, 50)``, columns
+        :attr:`labels`."""
         x = patches(audio, self.musicnn_log)
         return torch.cat(self._run(x, self.net.taggram)).cpu().numpy()

@@ -1,1 +1,4 @@
-"""The fault suite (``python -m pytest -m fault``): SIGKILLs, fuzzing, full disks, concurrent workers, bad input."""
+"""The fault suite (``python -m pytest -m fault``).
+
+SIGKILLs, fuzzing, full disks, concurrent workers, bad input.
+"""

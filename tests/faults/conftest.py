@@ -18,7 +18,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not TALLY:
         return
     stats = terminalreporter.stats
-    faults = [r for key in ("failed", "error") for r in stats.get(key, []) if "faults" in getattr(r, "nodeid", "")]
+    faults = [
+        r for key in ("failed", "error") for r in stats.get(key, []) if "faults" in getattr(r, "nodeid", "")
+    ]
     parts = ", ".join(f"{TALLY[key]} {label}" for key, label in LABELS if TALLY[key])
     if faults:
         line = f"fault suite: {len(faults)} fault test(s) FAILED; survived so far: {parts}"

@@ -1,4 +1,7 @@
-"""``python -m faults.download_worker URL ROOT SHA256``: ``jukemir.assets.retrieve`` one asset, as a killable process."""
+"""``python -m faults.download_worker URL ROOT SHA256``.
+
+``jukemir.assets.retrieve`` one asset, as a killable process.
+"""
 
 import sys
 
@@ -6,9 +9,15 @@ from jukemir.assets import Asset, DownloadError, retrieve
 
 url, root, checksum = sys.argv[1:4]
 try:
-    path = retrieve(Asset("BLOB", "blobs/blob.bin", (url,), checksum), root, retries=2, backoff=0.05, timeout=10,
-                    progress=False)  # fmt: skip
+    path = retrieve(
+        Asset("BLOB", "blobs/blob.bin", (url,), checksum),
+        root,
+        retries=2,
+        backoff=0.05,
+        timeout=10,
+        progress=False,
+    )
 except DownloadError as exc:
     print(exc, file=sys.stderr)
-    raise SystemExit(1)
+    raise SystemExit(1) from None
 print(path)

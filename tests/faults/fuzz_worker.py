@@ -1,4 +1,6 @@
-"""``python -m faults.fuzz_worker LIST``: load every file named in LIST (one path a line) with THE audio loader.
+"""``python -m faults.fuzz_worker LIST``: load every file named in LIST with THE audio loader.
+
+LIST names one path a line.
 
 Prints ``BEGIN <i>`` before each file (flushed, so the parent can name a file
 that hangs or crashes the process), then one of ``OK <i> <samples>``,

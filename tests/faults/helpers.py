@@ -31,7 +31,9 @@ def tally(kind: str, n: int = 1) -> None:
 def cli_env(**extra) -> dict:
     """The environment of a CLI subprocess: this checkout and the suite's fakes importable, plus ``extra``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -44,14 +46,28 @@ def jukemir_args(*args, fakes: bool = True) -> list[str]:
 
 def run_jukemir(*args, fakes: bool = True, timeout: float = 120, env: dict | None = None, **popen):
     """Run ``jukemir ARGS`` to completion; return the CompletedProcess (text output captured)."""
-    return subprocess.run(jukemir_args(*args, fakes=fakes), capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env=env or cli_env(), **popen)  # fmt: skip
+    return subprocess.run(
+        jukemir_args(*args, fakes=fakes),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env or cli_env(),
+        **popen,
+    )
 
 
 def start_jukemir(*args, fakes: bool = True, env: dict | None = None, **popen) -> subprocess.Popen:
     """Start ``jukemir ARGS`` in the background (stdout/stderr to pipes)."""
-    return subprocess.Popen(jukemir_args(*args, fakes=fakes), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO, env=env or cli_env(), **popen)  # fmt: skip
+    return subprocess.Popen(
+        jukemir_args(*args, fakes=fakes),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env or cli_env(),
+        **popen,
+    )
 
 
 def sigkill(proc: subprocess.Popen) -> bool:
@@ -65,8 +81,13 @@ def sigkill(proc: subprocess.Popen) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
-def wait_for(condition, proc: subprocess.Popen | None = None, timeout: float = 60.0, poll: float = 0.002) -> bool:
-    """Poll ``condition()`` until it is true (True) or ``proc`` exits (False); TimeoutError after ``timeout``."""
+def wait_for(
+    condition, proc: subprocess.Popen | None = None, timeout: float = 60.0, poll: float = 0.002
+) -> bool:
+    """Poll ``condition()`` until it is true (True) or ``proc`` exits (False).
+
+    TimeoutError after ``timeout``.
+    """
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if condition():
@@ -117,16 +138,22 @@ def assert_no_corrupt(out_dir: Path, reference: dict[str, bytes]) -> int:
     return len(found)
 
 
-def assert_complete(out_dir: Path, reference: dict[str, bytes], reference_records: dict | None = None) -> None:
+def assert_complete(
+    out_dir: Path, reference: dict[str, bytes], reference_records: dict | None = None
+) -> None:
     """Every output present, byte-identical, with its provenance; no temporaries or locks left behind."""
     assert_no_corrupt(out_dir, reference)
     missing = sorted(set(reference) - set(outputs(out_dir)))
     assert not missing, f"{out_dir}: outputs lost: {missing}"
     if reference_records is not None:
-        assert records(out_dir) == reference_records, f"{out_dir}: provenance records differ from the uninterrupted run's"
+        assert records(out_dir) == reference_records, (
+            f"{out_dir}: provenance records differ from the uninterrupted run's"
+        )
     assert not temporaries(out_dir), f"{out_dir}: temporary files left behind: {temporaries(out_dir)}"
     locks = Path(out_dir) / STATE_DIR / "locks"
-    assert not (locks.exists() and any(locks.iterdir())), f"{out_dir}: lock files left behind: {list(locks.iterdir())}"
+    assert not (locks.exists() and any(locks.iterdir())), (
+        f"{out_dir}: lock files left behind: {list(locks.iterdir())}"
+    )
 
 
 CRASH_OPS = ("open", "fsync", "replace", "link", "unlink", "rename")
@@ -177,19 +204,32 @@ def run_forked(fn, crash_at: int | None = None) -> tuple[bool, int]:
     return killed, int(written or 0)
 
 
-def make_probe_dataset(name: str = "faulty", representation: str = "slow", n: int = 60, seed: int = 0) -> Path:
-    """A small multiclass dataset in the cache: 3 classes, 8-d features, splits 3:1:1. Returns the feature folder."""
+def make_probe_dataset(
+    name: str = "faulty", representation: str = "slow", n: int = 60, seed: int = 0
+) -> Path:
+    """A small multiclass dataset in the cache: 3 classes, 8-d features, splits 3:1:1.
+
+    Returns the feature folder.
+    """
     from jukemir.cache import Layout
     from jukemir.io import save_npy, write_json
 
     rng = np.random.default_rng(seed)
-    spec = {"name": name, "task": "multiclass", "labels": ["a", "b", "c"], "num_outputs": 3, "primary": "accuracy"}
+    spec = {
+        "name": name,
+        "task": "multiclass",
+        "labels": ["a", "b", "c"],
+        "num_outputs": 3,
+        "primary": "accuracy",
+    }
     write_json(Layout().processed(name) / "dataset.json", spec)
     meta, folder = {}, Layout().representations(name, representation)
     for i in range(n):
         y = i % 3
         meta[f"u{i:03d}"] = {"split": ["train", "train", "train", "valid", "test"][i % 5], "y": "abc"[y]}
-        save_npy(folder / f"u{i:03d}.npy", (np.eye(3, 8)[y] + 0.8 * rng.standard_normal(8)).astype(np.float32))
+        save_npy(
+            folder / f"u{i:03d}.npy", (np.eye(3, 8)[y] + 0.8 * rng.standard_normal(8)).astype(np.float32)
+        )
     write_json(Layout().processed(name) / "meta.json", meta)
     return folder
 

@@ -133,7 +133,10 @@ def test_too_short_for_each_model():
     [
         (["extract", "nope", "{tmp}", "{tmp}/o"], "unknown representation 'nope'"),
         (["extract", "slow", "{tmp}/missing", "{tmp}/o"], "no such input folder"),
-        (["extract", "slow", "{tmp}", "{tmp}/o", "--batch_size", "2", "--batch_idx", "9"], "invalid batch index 9"),
+        (
+            ["extract", "slow", "{tmp}", "{tmp}/o", "--batch_size", "2", "--batch_idx", "9"],
+            "invalid batch index 9",
+        ),
         (["extract", "slow", "{tmp}", "{tmp}/o", "--layers", "1"], "do not apply to representation 'slow'"),
         (["probe", "nodataset", "chroma", "--grid", "demo"], "unknown dataset 'nodataset'"),
         (["grid-config", "nodataset", "chroma", "--grid", "demo"], "unknown dataset 'nodataset'"),
@@ -209,15 +212,19 @@ def test_probe_bad_config_fields(dataset, capsys, tmp_path):
         "lr.json": (dict(base, learning_rate=-1), "field 'learning_rate' must be a positive number"),
         "unknown.json": (dict(base, learning_rat=0.1), "Unknown field learning_rat specified"),
         "missing.json": ({"dataset": "faulty"}, "Required field representation missing"),
-        "hidden.json": (dict(base, hidden_layer_sizes=[0]), "hidden_layer_sizes' must be a list of positive integers"),
+        "hidden.json": (
+            dict(base, hidden_layer_sizes=[0]),
+            "hidden_layer_sizes' must be a list of positive integers",
+        ),
     }
     for name, (cfg, message) in cases.items():
         (tmp_path / name).write_text(json.dumps(cfg))
         line = _probe_error(capsys, "probe", "faulty", "slow", "--config", str(tmp_path / name))
         assert f"{tmp_path / name}: " in line and message in line, line
     (tmp_path / "broken.json").write_text("{not json")
-    assert "broken.json: not valid JSON" in _probe_error(capsys, "probe", "faulty", "slow", "--config",
-                                                        str(tmp_path / "broken.json"))  # fmt: skip
+    assert "broken.json: not valid JSON" in _probe_error(
+        capsys, "probe", "faulty", "slow", "--config", str(tmp_path / "broken.json")
+    )
 
 
 def test_loader_errors_name_the_file(tmp_path):
@@ -236,19 +243,26 @@ FIRST_CONTACT = [
     (["extract", "chroma", "{tmp}", "{tmp}/c01.wav"], "exists and is not a folder"),
     (["extract", "chroma", "{tmp}", "{tmp}/c01.wav/sub"], "a parent of the output folder is a file"),
     (["extract", "chroma", "{tmp}/empty", "{tmp}/o"], "no input files"),
-    *[(["extract", rep, "{tmp}", "{tmp}/o", "--device", "cuda:99"], "--device cuda:99")
-      for rep in ("chroma", "mfcc", "choi", "musicnn", "clmr", "jukebox")],
+    *[
+        (["extract", rep, "{tmp}", "{tmp}/o", "--device", "cuda:99"], "--device cuda:99")
+        for rep in ("chroma", "mfcc", "choi", "musicnn", "clmr", "jukebox")
+    ],
     (["extract", "mfcc", "{tmp}", "{tmp}/o", "--device", "tpu"], "not a torch device"),
     (["probe", "synthetic", "chroma", "--device", "cuda:99"], "--device cuda:99"),
     (["evaluate", "--device", "cuda:99"], "--device cuda:99"),
     (["grid-config", "../../outside", "chroma"], "is not a valid name"),
     (["grid-config", "synthetic", "../../outside"], "is not a valid name"),
     (["probe", "synthetic", "a/b"], "is not a valid name"),
-    (["import", "../up", "--audio", "{tmp}", "--labels", "{tmp}/l.csv", "--task", "multiclass"], "is not a valid name"),
-]  # fmt: skip
+    (
+        ["import", "../up", "--audio", "{tmp}", "--labels", "{tmp}/l.csv", "--task", "multiclass"],
+        "is not a valid name",
+    ),
+]
 
 
-@pytest.mark.parametrize("argv, message", FIRST_CONTACT, ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+@pytest.mark.parametrize(
+    "argv, message", FIRST_CONTACT, ids=lambda x: " ".join(x) if isinstance(x, list) else None
+)
 def test_first_contact_errors_are_one_line(tmp_path, argv, message, capsys, monkeypatch):
     """What a new user types wrong gets one line with the right cause, exit status 2, nothing written."""
     from jukemir import cli
@@ -272,7 +286,9 @@ def test_undecodable_files_and_folders_named_like_audio(tmp_path, capsys):
     (folder / "album.wav").mkdir()
     assert main(["extract", "mfcc", str(folder), str(tmp_path / "out"), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    _one_error_line(err, folder / "random.mp3", "cannot decode as audio (no audio format or audio data recognised")
+    _one_error_line(
+        err, folder / "random.mp3", "cannot decode as audio (no audio format or audio data recognised"
+    )
     assert "does not exist" not in err
     _one_error_line(err, folder / "album.wav", "is a directory, not an audio file")
     assert (tmp_path / "out" / "c00.npy").exists()
@@ -304,20 +320,44 @@ def test_labels_are_user_text(tmp_path):
     audio = write_tones(tmp_path / "audio", 24, seed=21, sr=22050, seconds=(0.5, 0.8))
     labels = ["<b>&amp;", "cost $5", "$\\frac{a", unicodedata.normalize("NFC", "café")]
     spellings = labels[:3] + [unicodedata.normalize("NFD", "café")]  # é as one or as two code points
-    rows = [f'"{p.name}","{spellings[i % 4].replace(chr(34), chr(34) * 2)}"' for i, p in enumerate(sorted(audio.iterdir()))]
+    rows = [
+        f'"{p.name}","{spellings[i % 4].replace(chr(34), chr(34) * 2)}"'
+        for i, p in enumerate(sorted(audio.iterdir()))
+    ]
     csv = tmp_path / "labels.csv"
     csv.write_text("file,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    assert main(["import", "odd", "--audio", str(audio), "--labels", str(csv), "--task", "multiclass",
-                 "--split", "50/25/25", "--no-progress", "--jobs", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "import",
+                "odd",
+                "--audio",
+                str(audio),
+                "--labels",
+                str(csv),
+                "--task",
+                "multiclass",
+                "--split",
+                "50/25/25",
+                "--no-progress",
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert sorted(get_dataset("odd").labels) == sorted(labels)  # four classes, not five
     wavs = Layout().processed("odd") / "wav"
-    assert main(["extract", "mfcc", str(wavs), str(Layout().representations("odd", "mfcc")), "--no-progress"]) == 0
+    assert (
+        main(["extract", "mfcc", str(wavs), str(Layout().representations("odd", "mfcc")), "--no-progress"])
+        == 0
+    )
     train_grid("odd", "mfcc", grid_cfgs("odd", "mfcc", {"early_stopping_boredom": [4]}), progress=False)
     page = write_report(tmp_path / "report", datasets=["odd"]).read_text()
     assert "<b>&amp;" not in page  # every label is escaped where the page shows it
     assert len(list((tmp_path / "report").glob("*.png"))) >= 3
 
-    csv.write_text(f"file,label\n{sorted(audio.iterdir())[0].name},\"a\x07b\"\n", encoding="utf-8")
+    csv.write_text(f'file,label\n{sorted(audio.iterdir())[0].name},"a\x07b"\n', encoding="utf-8")
     with pytest.raises(ValueError, match="contains a control character"):
         from jukemir.datasets.custom import read_labels
 
@@ -359,7 +399,10 @@ def _npy_header(shape) -> bytes:
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda p: p.write_bytes(_npy_header((4_000_000_000_000,)) + bytes(32)), "its header says shape (4000000000000,)"),
+        (
+            lambda p: p.write_bytes(_npy_header((4_000_000_000_000,)) + bytes(32)),
+            "its header says shape (4000000000000,)",
+        ),
         (lambda p: np.save(p, np.zeros(8, np.complex64)), "real numbers"),
         (lambda p: np.save(p, np.zeros(0, np.float32)), "non-empty 1-D"),
         (lambda p: np.save(p, np.zeros((2, 4), np.float32)), "non-empty 1-D"),
@@ -391,7 +434,9 @@ def test_bad_feature_files_are_refused_by_name(tmp_path, capsys, make, message):
 def test_corrupt_probe_run_files_are_one_line(tmp_path, capsys, name, data, message):
     make_probe_dataset("runs", "slow", n=30)
     assert main(["probe", "runs", "slow", "--config", *_one_config(tmp_path), "--no-progress"]) == 0
-    (run,) = [p for p in Layout().probes("runs", "slow").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (run,) = [
+        p for p in Layout().probes("runs", "slow").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]
     (run / name).write_bytes(data)
     capsys.readouterr()
     assert main(["evaluate", "--dataset", "runs"]) == 2
@@ -430,7 +475,10 @@ def test_long_audio_is_refused_before_decoding_by_the_handcrafted_features(tmp_p
     folder = write_tones(tmp_path / "in", 2, seed=12, sr=8000, seconds=(2.0, 2.5))
     long = folder / "c00.wav"
     for rep in ("chroma", "mfcc"):
-        assert main(["extract", rep, str(folder), str(tmp_path / rep), "--no-progress", "--max-seconds", "2.2"]) == 1
+        assert (
+            main(["extract", rep, str(folder), str(tmp_path / rep), "--no-progress", "--max-seconds", "2.2"])
+            == 1
+        )
         err = capsys.readouterr().err
         line = _one_error_line(err, folder / "c01.wav", "longer than")
         assert f"{rep}'s limit of 0.0366667 min" in line and "--max-seconds" in line, line

@@ -62,7 +62,9 @@ def test_same_folder_twice(corpus, tmp_path, seed):
     folder, reference, reference_records, names = corpus
     out, journal = tmp_path / "out", tmp_path / "journal"
     rng = random.Random(seed)
-    args = [("extract", "slow", folder, out, "--no-progress", "--workers", rng.choice([1, 2])) for _ in range(2)]
+    args = [
+        ("extract", "slow", folder, out, "--no-progress", "--workers", rng.choice([1, 2])) for _ in range(2)
+    ]
     results, _ = _run_together(args, cli_env(FAULT_DELAY=0.01, FAULT_JOURNAL=journal))
     for code, stderr in results:
         assert code == 0, stderr
@@ -77,7 +79,10 @@ def test_different_and_same_batches(corpus, tmp_path):
     """Batches 0 and 1 of 12, each started twice, all four at once."""
     folder, reference, reference_records, names = corpus
     out, journal = tmp_path / "out", tmp_path / "journal"
-    args = [("extract", "slow", folder, out, "--no-progress", "--batch_size", 12, "--batch_idx", i) for i in (0, 1, 1, 0)]
+    args = [
+        ("extract", "slow", folder, out, "--no-progress", "--batch_size", 12, "--batch_idx", i)
+        for i in (0, 1, 1, 0)
+    ]
     results, _ = _run_together(args, cli_env(FAULT_DELAY=0.01, FAULT_JOURNAL=journal))
     for code, stderr in results:
         assert code == 0, stderr
@@ -93,7 +98,9 @@ def test_survivor_finishes_a_killed_workers_files(corpus, tmp_path):
     out, journal = tmp_path / "out", tmp_path / "journal"
     args = [("extract", "slow", folder, out, "--no-progress", "--workers", 1) for _ in range(2)]
     start = time.monotonic()
-    results, killed = _run_together(args, cli_env(FAULT_DELAY=0.02, FAULT_JOURNAL=journal), kill_first_after=6)
+    results, killed = _run_together(
+        args, cli_env(FAULT_DELAY=0.02, FAULT_JOURNAL=journal), kill_first_after=6
+    )
     assert killed == 1, "the first worker finished before it could be killed"
     assert results[0][0] == 0, results[0][1]
     assert time.monotonic() - start < 60
@@ -121,7 +128,9 @@ def test_batch_dependent_workers(corpus, tmp_path):
     tally("outputs_checked", len(outputs(ref)))
 
 
-@pytest.mark.parametrize("second", [("--model", "double"), ("--batch_size", 6, "--batch_idx", 1, "--model", "double")])
+@pytest.mark.parametrize(
+    "second", [("--model", "double"), ("--batch_size", 6, "--batch_idx", 1, "--model", "double")]
+)
 def test_other_options_into_a_busy_folder_are_refused(corpus, tmp_path, second):
     """A run with other options (or another representation) cannot write into a folder another run is
     filling: it is refused with one line, whatever the batching, and the first run's outputs stay whole."""
@@ -157,7 +166,9 @@ def test_one_stem_two_files_is_decided_the_same_in_every_batch(tmp_path):
     for order in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 0, 3, 2, 4]):
         out = tmp_path / f"out{''.join(map(str, order))}"
         for idx in order:  # batches of one file: a.flac is batch 0, a.wav batch 1
-            r = run_jukemir("extract", "slow", folder, out, "--no-progress", "--batch_size", 1, "--batch_idx", idx)
+            r = run_jukemir(
+                "extract", "slow", folder, out, "--no-progress", "--batch_size", 1, "--batch_idx", idx
+            )
             if idx == 1:
                 assert r.returncode == 1 and "a.wav: same output name as a.flac (a.npy)" in r.stderr, r.stderr
             else:

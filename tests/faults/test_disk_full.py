@@ -37,8 +37,12 @@ PAGE = 4096
 def small_tmpfs(path, size):
     """Mount a ``size``-byte tmpfs at ``path``; yield False (nothing mounted) when not permitted."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True).returncode == 0  # fmt: skip
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
     try:
         yield mounted
     finally:
@@ -79,7 +83,10 @@ def corpus(tmp_path_factory):
 
 @pytest.mark.parametrize("free_pages", [0, 1, 2, 5, 9, 16])
 def test_full_disk_then_freed(corpus, tmp_path, free_pages):
-    """The output folder's device fills up after ``free_pages`` pages (each output needs 2: array + record)."""
+    """The output folder's device fills up after ``free_pages`` pages.
+
+    Each output needs 2: array + record.
+    """
     folder, reference, reference_records = corpus
     disk = tmp_path / "disk"
     with small_tmpfs(disk, 64 * PAGE) as mounted:
@@ -141,13 +148,19 @@ def _file_size_limit(folder, reference, reference_records, out, limit):
 
 @pytest.mark.parametrize("limit", [0, 200])
 def test_file_size_limit(corpus, tmp_path, limit):
-    """``RLIMIT_FSIZE`` (EFBIG) is reported like a full disk: stop, name the file, leave nothing half-written."""
+    """``RLIMIT_FSIZE`` (EFBIG) is reported like a full disk.
+
+    Stop, name the file, leave nothing half-written.
+    """
     folder, reference, reference_records = corpus
     _file_size_limit(folder, reference, reference_records, tmp_path / "out", limit)
 
 
 def test_probe_full_disk_then_freed(tmp_path):
-    """Saving probe runs on a full disk: one clear line, exit 2, no run taken for finished; then it completes."""
+    """Saving probe runs on a full disk: one clear line, exit 2, no run taken for finished.
+
+    Then it completes.
+    """
     from jukemir.cache import Layout
     from jukemir.probe.grid import grid_cfgs, write_grid_configs
 
@@ -155,7 +168,14 @@ def test_probe_full_disk_then_freed(tmp_path):
 
     make_probe_dataset("faulty", "slow", n=45)
     cfgs = grid_cfgs("faulty", "slow", {"learning_rate": [1e-2, 1e-3], "early_stopping_boredom": [3]})
-    args = ("probe", "faulty", "slow", "--config", *write_grid_configs(cfgs, tmp_path / "cfgs"), "--no-progress")
+    args = (
+        "probe",
+        "faulty",
+        "slow",
+        "--config",
+        *write_grid_configs(cfgs, tmp_path / "cfgs"),
+        "--no-progress",
+    )
     env = cli_env(OMP_NUM_THREADS=1)
     runs = Layout().probes("faulty", "slow")
     with small_tmpfs(runs, 16 * PAGE) as mounted:
@@ -168,7 +188,9 @@ def test_probe_full_disk_then_freed(tmp_path):
         assert r.returncode == 2, r.stderr
         errors = [line for line in r.stderr.splitlines() if "error:" in line]
         reason = "no space left on device" if mounted else "file too large"
-        assert len(errors) == 1 and reason in errors[0] and "run the same command again" in errors[0], r.stderr
+        assert len(errors) == 1 and reason in errors[0] and "run the same command again" in errors[0], (
+            r.stderr
+        )
         assert not list(runs.glob("*/metrics.json")) and not list(runs.rglob(".jukemir-tmp-*"))
         r = run_jukemir(*args, env=env)
         assert r.returncode == 0, r.stderr
@@ -183,8 +205,22 @@ def test_import_on_a_full_disk(tmp_path, jobs):
     no traceback from the audio writer, no half files; freed, the import completes as an uninterrupted one."""
     audio = write_tones(tmp_path / "audio", 12, seed=8, sr=44100, seconds=(1.0, 1.5))
     labels = tmp_path / "labels.csv"
-    labels.write_text("file,label\n" + "\n".join(f"{p.name},{'ab'[i % 2]}" for i, p in enumerate(sorted(audio.iterdir()))))
-    args = ("import", "d", "--audio", audio, "--labels", labels, "--task", "multiclass", "--jobs", jobs, "--no-progress")
+    labels.write_text(
+        "file,label\n" + "\n".join(f"{p.name},{'ab'[i % 2]}" for i, p in enumerate(sorted(audio.iterdir())))
+    )
+    args = (
+        "import",
+        "d",
+        "--audio",
+        audio,
+        "--labels",
+        labels,
+        "--task",
+        "multiclass",
+        "--jobs",
+        jobs,
+        "--no-progress",
+    )
     r = run_jukemir(*args, env=cli_env(JUKEMIR_CACHE_DIR=tmp_path / "ref"))
     assert r.returncode == 0, r.stderr
     reference = {p.name: p.read_bytes() for p in (tmp_path / "ref" / "processed" / "d" / "wav").glob("*.wav")}

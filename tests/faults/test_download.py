@@ -1,4 +1,7 @@
-"""Downloads killed mid-stream resume with a Range request; a ``.part`` file is never accepted as the asset."""
+"""Downloads killed mid-stream resume with a Range request.
+
+A ``.part`` file is never accepted as the asset.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +38,14 @@ def _ranges(server) -> list:
 
 
 def _start(server, root, checksum=SHA):
-    return subprocess.Popen([sys.executable, "-m", "faults.download_worker", server.url, str(root), checksum],
-                            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "faults.download_worker", server.url, str(root), checksum],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _sha(path) -> str:
@@ -53,7 +62,7 @@ def test_killed_download_resumes(server, tmp_path):
         have = part.stat().st_size if part.exists() else 0
         proc = _start(server, tmp_path, hashlib.sha256(BIG).hexdigest())
         # kill once this run has written something (it writes 1 MiB at a time), up to 0.1 s later
-        if wait_for(lambda: part.exists() and part.stat().st_size > have, proc, poll=0.001):
+        if wait_for(lambda have=have: part.exists() and part.stat().st_size > have, proc, poll=0.001):
             time.sleep(rng.uniform(0, 0.1))
             kills += sigkill(proc)
         assert not dest.exists(), "a partial download was accepted"
@@ -62,7 +71,9 @@ def test_killed_download_resumes(server, tmp_path):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert dest.read_bytes() == BIG and sorted(p.name for p in dest.parent.iterdir()) == ["blob.bin"]
-    assert _ranges(server) == [None] + [f"bytes={n}-" for n in offsets]  # each run resumed where the last stopped
+    assert _ranges(server) == [None] + [
+        f"bytes={n}-" for n in offsets
+    ]  # each run resumed where the last stopped
     assert kills == 4
     tally("kills", kills)
 
@@ -73,7 +84,9 @@ def test_corrupt_part_is_never_accepted(server, tmp_path):
     dest = tmp_path / "blobs" / "blob.bin"
     dest.parent.mkdir(parents=True)
     dest.with_name("blob.bin.part").write_bytes(b"\0" * 100_000)  # e.g. from an older version of the file
-    path = retrieve(Asset("BLOB", "blobs/blob.bin", (server.url,), SHA), tmp_path, retries=1, backoff=0.01, progress=False)
+    path = retrieve(
+        Asset("BLOB", "blobs/blob.bin", (server.url,), SHA), tmp_path, retries=1, backoff=0.01, progress=False
+    )
     assert _sha(path) == SHA
     assert _ranges(server) == ["bytes=100000-", None]
     tally("bad_input")
@@ -82,7 +95,9 @@ def test_corrupt_part_is_never_accepted(server, tmp_path):
 def test_server_ignoring_range_and_dropping_connections(server, tmp_path):
     server.cut("/blob.bin", 200_000, 600_000)  # two responses cut short, then a whole one
     server.ignore_range = True
-    path = retrieve(Asset("BLOB", "blobs/blob.bin", (server.url,), SHA), tmp_path, retries=3, backoff=0.01, progress=False)
+    path = retrieve(
+        Asset("BLOB", "blobs/blob.bin", (server.url,), SHA), tmp_path, retries=3, backoff=0.01, progress=False
+    )
     assert _sha(path) == SHA and len(_ranges(server)) == 3
     tally("bad_input")
 
@@ -130,7 +145,9 @@ def test_offline_failure_is_one_line_per_asset_with_how_to_provide_it(tmp_path, 
     assert line.endswith("or pass --weights FOLDER")
     # an unknown host is not retried at all
     dns = Asset("NOHOST", "datasets/x/b.bin", ("http://no-such-host.invalid/b.bin",), SHA)
-    with pytest.raises(DownloadError, match=r"no-such-host.invalid/b.bin: host not found \(.*offline\?\)\); without network"):
+    with pytest.raises(
+        DownloadError, match=r"no-such-host.invalid/b.bin: host not found \(.*offline\?\)\); without network"
+    ):
         retrieve(dns, tmp_path, retries=3, backoff=5, progress=False)
     assert time.monotonic() - start < 5
     # several assets: each printed once, then one summary line
@@ -142,11 +159,20 @@ def test_offline_failure_is_one_line_per_asset_with_how_to_provide_it(tmp_path, 
 
 
 def test_mirror_folder_in_either_layout(tmp_path):
-    """A mirror holds an asset at its mirror_path (a jukemir asset mirror) or at its path_rel (a cache copy)."""
+    """A mirror holds an asset at its mirror_path or at its path_rel.
+
+    The first is a jukemir asset mirror, the second a cache copy.
+    """
     for layout in ("weights/m/blob.bin", "models/m/blob.bin"):
         mirror = tmp_path / layout.split("/")[0] / "mirror"
         (mirror / layout).parent.mkdir(parents=True)
         (mirror / layout).write_bytes(BLOB)
-        asset = Asset("BLOB", "models/m/blob.bin", ("http://127.0.0.1:9/nowhere",), SHA, mirror_path="weights/m/blob.bin")
+        asset = Asset(
+            "BLOB",
+            "models/m/blob.bin",
+            ("http://127.0.0.1:9/nowhere",),
+            SHA,
+            mirror_path="weights/m/blob.bin",
+        )
         root = tmp_path / f"cache-{layout.split('/')[0]}"
         assert _sha(retrieve(asset, root, mirror=str(mirror), retries=0, progress=False)) == SHA

@@ -72,7 +72,15 @@ def _wav_header(rng) -> bytes:
     data_size = rng.choice([0, 1, 7, 100, 2**31, 2**32 - 1])
     data = bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 3, 64, 1000])))
     fmt_chunk = struct.pack("<HHIIHH", fmt, channels, rate, rate * align % 2**32, align, bits)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_chunk)) + fmt_chunk + b"data" + struct.pack("<I", data_size) + data
+    body = (
+        b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt_chunk))
+        + fmt_chunk
+        + b"data"
+        + struct.pack("<I", data_size)
+        + data
+    )
     return b"RIFF" + struct.pack("<I", rng.choice([len(body), 0, 2**32 - 1])) + body
 
 
@@ -92,7 +100,9 @@ def corpus() -> dict[str, bytes]:
     base = seeds()
     for name, data in base.items():
         n = len(data)
-        for cut in sorted({1, 2, 3, 4, 8, 11, 12, 16, 36, 44, 45, 64, 100, n // 2, n - 1, *rng.sample(range(1, n), 12)}):
+        for cut in sorted(
+            {1, 2, 3, 4, 8, 11, 12, 16, 36, 44, 45, 64, 100, n // 2, n - 1, *rng.sample(range(1, n), 12)}
+        ):
             if cut < n:
                 cases[f"trunc{cut}_{name}"] = data[:cut]
         for keep in (4, 12, 44, 64, 128, 512):
@@ -110,9 +120,23 @@ def corpus() -> dict[str, bytes]:
         cases[f"wavheader{k}.wav"] = _wav_header(rng)
     for k in range(20):
         cases[f"flacheader{k}.flac"] = _flac_header(rng, base["x.flac"])
-    for k, magic in enumerate([b"", b"RIFF", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"ID3\x03\x00",
-                               b"\xff\xfb\x90\x00", b"FORM\x00\x00\x00\x00AIFF", b"RIFF\xff\xff\xff\xffRF64"] * 4):  # fmt: skip
-        cases[f"random{k}.bin"] = magic + bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 10, 500, 5000])))
+    for k, magic in enumerate(
+        [
+            b"",
+            b"RIFF",
+            b"RIFF\x24\x00\x00\x00WAVEfmt ",
+            b"fLaC",
+            b"OggS",
+            b"ID3\x03\x00",
+            b"\xff\xfb\x90\x00",
+            b"FORM\x00\x00\x00\x00AIFF",
+            b"RIFF\xff\xff\xff\xffRF64",
+        ]
+        * 4
+    ):
+        cases[f"random{k}.bin"] = magic + bytes(
+            rng.getrandbits(8) for _ in range(rng.choice([0, 1, 10, 500, 5000]))
+        )
     cases["text.wav"] = b"this is a text file, not audio\n" * 10
     return cases
 
@@ -127,8 +151,14 @@ def test_fuzz_audio_loader(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(paths))
 
-    proc = subprocess.Popen([sys.executable, "-m", "faults.fuzz_worker", str(listing)], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faults.fuzz_worker", str(listing)],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     results, current, last = {}, None, time.monotonic()
     try:
         while True:
@@ -149,9 +179,15 @@ def test_fuzz_audio_loader(tmp_path):
         if proc.poll() is None:
             proc.kill()
         stderr = proc.communicate()[1]
-    assert proc.returncode == 0, f"the loader crashed (status {proc.returncode}) on {paths[current]}: {stderr[-2000:]}"
+    assert proc.returncode == 0, (
+        f"the loader crashed (status {proc.returncode}) on {paths[current]}: {stderr[-2000:]}"
+    )
     assert len(results) == len(paths)
-    bad = [f"{paths[i]}: {kind} {rest}" for i, (kind, rest) in sorted(results.items()) if kind not in ("OK", "AUDIOERROR")]
+    bad = [
+        f"{paths[i]}: {kind} {rest}"
+        for i, (kind, rest) in sorted(results.items())
+        if kind not in ("OK", "AUDIOERROR")
+    ]
     assert not bad, f"{len(bad)} of {len(paths)} files broke the loader's contract:\n" + "\n".join(bad[:20])
     kinds = Counter(kind for kind, _ in results.values())
     assert kinds["OK"] > 50 and kinds["AUDIOERROR"] > 100, kinds  # both outcomes are exercised

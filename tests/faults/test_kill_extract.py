@@ -1,4 +1,7 @@
-"""SIGKILL extraction at every crash point and at random moments; resume; compare with an uninterrupted run."""
+"""SIGKILL extraction at every crash point and at random moments.
+
+Then resume and compare with an uninterrupted run.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +33,16 @@ pytestmark = pytest.mark.fault
 
 def _valid_inodes(out_dir, reference) -> dict[str, int]:
     """Inodes of the outputs that are already complete (a rewrite would give a new inode)."""
-    return {name: (out_dir / name).stat().st_ino for name, data in outputs(out_dir).items() if data == reference[name]}
+    return {
+        name: (out_dir / name).stat().st_ino
+        for name, data in outputs(out_dir).items()
+        if data == reference[name]
+    }
 
 
-@pytest.mark.parametrize("rep_cls, batch_size", [(Slow, None), (BatchStats, 3)], ids=["independent", "batch-dependent"])
+@pytest.mark.parametrize(
+    "rep_cls, batch_size", [(Slow, None), (BatchStats, 3)], ids=["independent", "batch-dependent"]
+)
 def test_every_crash_point(tmp_path, rep_cls, batch_size):
     """Kill a run just before each of its file-system steps in turn; the resumed run always matches."""
     folder = write_tones(tmp_path / "in", 7, seed=1)
@@ -47,7 +56,7 @@ def test_every_crash_point(tmp_path, rep_cls, batch_size):
     kills = 0
     for k in range(1, steps + 1):
         out = tmp_path / f"k{k}"
-        killed, _ = run_forked(lambda: run_folder(rep_cls(), folder, out, **kwargs), crash_at=k)
+        killed, _ = run_forked(lambda out=out: run_folder(rep_cls(), folder, out, **kwargs), crash_at=k)
         assert killed, f"crash point {k} of {steps} was not reached"
         kills += 1
         assert_no_corrupt(out, reference)
@@ -78,10 +87,13 @@ def test_sigkill_cli_at_random_points(tmp_path):
         out = tmp_path / f"out{sequence}"
         done_before: dict = {}
         for _ in range(7):
-            proc = start_jukemir("extract", "slow", folder, out, "--no-progress", "--workers", rng.choice([1, 2]), env=env)
-            # kill once `target` outputs exist, `jitter` seconds later: anywhere from start-up to the last write
+            proc = start_jukemir(
+                "extract", "slow", folder, out, "--no-progress", "--workers", rng.choice([1, 2]), env=env
+            )
+            # kill once `target` outputs exist, `jitter` seconds later:
+            # anywhere from start-up to the last write
             target, jitter = rng.randint(0, n), rng.uniform(0, 0.02)
-            if wait_for(lambda: len(list(out.glob("*.npy"))) >= target, proc):
+            if wait_for(lambda out=out, target=target: len(list(out.glob("*.npy"))) >= target, proc):
                 time.sleep(jitter)
             if not sigkill(proc):  # it finished first
                 assert proc.returncode == 0
@@ -89,7 +101,9 @@ def test_sigkill_cli_at_random_points(tmp_path):
             kills += 1
             assert_no_corrupt(out, reference)
             for name, inode in done_before.items():
-                assert (out / name).stat().st_ino == inode, f"{name} was completed, then rewritten by a resumed run"
+                assert (out / name).stat().st_ino == inode, (
+                    f"{name} was completed, then rewritten by a resumed run"
+                )
             done_before = _valid_inodes(out, reference)
         r = run_jukemir("extract", "slow", folder, out, "--no-progress")
         assert r.returncode == 0, r.stderr
@@ -101,7 +115,10 @@ def test_sigkill_cli_at_random_points(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_real_mfcc_cli(tmp_path):
-    """The plain ``python -m jukemir extract mfcc`` (mixed sample rates, 2 decoding threads), killed 4 times."""
+    """The plain ``python -m jukemir extract mfcc``, killed 4 times.
+
+    Mixed sample rates, 2 decoding threads.
+    """
     n = 20
     folder = tmp_path / "in"
     for i, sr in enumerate((22050, 16000, 44100, 8000)):
@@ -118,7 +135,7 @@ def test_sigkill_real_mfcc_cli(tmp_path):
     kills = 0
     for target in sorted(rng.sample(range(1, n), 4)):
         proc = start_jukemir(*args, out, "--no-progress", "--workers", 2, fakes=False)
-        if wait_for(lambda: len(list(out.glob("*.npy"))) >= target, proc):
+        if wait_for(lambda target=target: len(list(out.glob("*.npy"))) >= target, proc):
             time.sleep(rng.uniform(0, 0.05))
         kills += sigkill(proc)
         assert_no_corrupt(out, reference)
@@ -151,7 +168,11 @@ def test_sigterm_is_a_clean_stop(tmp_path, command):
             return len(list(out.glob("*.npy"))) >= 2
     else:
         make_probe_dataset("termed", "slow", n=150)
-        grid = {"hidden_layer_sizes": [[], [64]], "learning_rate": [1e-3, 1e-4], "early_stopping_boredom": [400]}
+        grid = {
+            "hidden_layer_sizes": [[], [64]],
+            "learning_rate": [1e-3, 1e-4],
+            "early_stopping_boredom": [400],
+        }
         configs = [str(p) for p in write_grid_configs(grid_cfgs("termed", "slow", grid), tmp_path / "cfgs")]
         out = Layout().probes("termed", "slow")
         args = ("probe", "termed", "slow", "--config", *configs, "--no-progress", "--serial")

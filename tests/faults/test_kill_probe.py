@@ -18,17 +18,26 @@ from jukemir.probe.run import RUN_FILES
 from .helpers import cli_env, make_probe_dataset, run_jukemir, sigkill, start_jukemir, tally, wait_for
 
 pytestmark = pytest.mark.fault
-GRID = {"hidden_layer_sizes": [[], [64]], "learning_rate": [1e-3, 3e-4], "dropout_p": [0.25, 0.5, 0.75],
-        "early_stopping_boredom": [100]}  # fmt: skip
+GRID = {
+    "hidden_layer_sizes": [[], [64]],
+    "learning_rate": [1e-3, 3e-4],
+    "dropout_p": [0.25, 0.5, 0.75],
+    "early_stopping_boredom": [100],
+}
 
 
 def _runs(root) -> dict:
-    """uid -> (metrics, state dict) of the finished runs under ``root``; asserts each finished run is whole."""
+    """uid -> (metrics, state dict) of the finished runs under ``root``.
+
+    Asserts each finished run is whole.
+    """
     found = {}
     for metrics in sorted(root.glob("*/metrics.json")):
         run = metrics.parent
         missing = [name for name in RUN_FILES if not (run / name).is_file()]
-        assert not missing, f"{run} has metrics.json but lacks {missing}: a partial run would pass for finished"
+        assert not missing, (
+            f"{run} has metrics.json but lacks {missing}: a partial run would pass for finished"
+        )
         found[run.name] = (read_json(metrics), torch.load(run / "probe.pt", weights_only=True))
     return found
 
@@ -44,7 +53,15 @@ def test_sigkill_grid_training(tmp_path, serial, kills):
     make_probe_dataset("faulty", "slow", n=150)
     configs = [str(p) for p in write_grid_configs(grid_cfgs("faulty", "slow", GRID), tmp_path / "cfgs")]
     configs = configs[:4] if serial else configs  # the original's one-config-at-a-time loop is slower
-    args = ("probe", "faulty", "slow", "--config", *configs, "--no-progress", *(["--serial"] if serial else []))
+    args = (
+        "probe",
+        "faulty",
+        "slow",
+        "--config",
+        *configs,
+        "--no-progress",
+        *(["--serial"] if serial else []),
+    )
     runs_dir = Layout().probes("faulty", "slow")
     env = cli_env(OMP_NUM_THREADS=1)  # tiny models; and spinning OpenMP threads crawl on a busy machine
     r = run_jukemir(*args, env=env)
@@ -58,14 +75,18 @@ def test_sigkill_grid_training(tmp_path, serial, kills):
     while killed < kills and done < len(configs):
         target = rng.randint(min(done, len(configs) - 2), len(configs) - 2)
         proc = start_jukemir(*args, env=env)
-        if wait_for(lambda: len(list(runs_dir.glob("*/metrics.json"))) >= target, proc, poll=0.001):
+        if wait_for(
+            lambda target=target: len(list(runs_dir.glob("*/metrics.json"))) >= target, proc, poll=0.001
+        ):
             time.sleep(rng.uniform(0, 0.1))
         if not sigkill(proc):
             break  # the last runs finished within the jitter: nothing left to kill
         killed += 1
         finished = _runs(runs_dir)
         for uid, run in finished.items():
-            assert _same(run, reference[uid]), f"run {uid}, saved before the kill, differs from the uninterrupted one"
+            assert _same(run, reference[uid]), (
+                f"run {uid}, saved before the kill, differs from the uninterrupted one"
+            )
         done = len(finished)
     assert killed >= 1
     r = run_jukemir(*args, env=env)
@@ -91,18 +112,28 @@ def test_resumed_stack_trains_like_the_full_one():
     data = load_probe_data("faulty", "slow", verbose=False)
 
     def cfg(**kwargs):
-        return ProbeConfig(dataset="faulty", representation="slow", hidden_layer_sizes=[16],
-                           early_stopping_boredom=4, **kwargs)  # fmt: skip
+        return ProbeConfig(
+            dataset="faulty",
+            representation="slow",
+            hidden_layer_sizes=[16],
+            early_stopping_boredom=4,
+            **kwargs,
+        )
 
-    mates = [cfg(dropout_p=0.5, learning_rate=1e-2), cfg(dropout_input=False, dropout_p=0.25),
-             cfg(dropout_p=0.0, data_standardization=False)]  # fmt: skip
+    mates = [
+        cfg(dropout_p=0.5, learning_rate=1e-2),
+        cfg(dropout_input=False, dropout_p=0.25),
+        cfg(dropout_p=0.0, data_standardization=False),
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for config in [cfg(dropout_input=False, dropout_p=0.0), cfg(dropout_p=0.0), cfg(dropout_input=False)]:
             alone = train_probes([config], data, progress=False)[0].model.state_dict()
             stacked = train_probes([*mates, config], data, progress=False)[-1].model.state_dict()
-            assert all(torch.equal(alone[k], stacked[k]) for k in alone), f"{dict(config)} depends on its stack"
+            assert all(torch.equal(alone[k], stacked[k]) for k in alone), (
+                f"{dict(config)} depends on its stack"
+            )
     finally:
         torch.set_num_threads(threads)
 
@@ -116,7 +147,15 @@ def test_concurrent_probe_workers_share_the_grid(tmp_path, serial):
     grid = dict(GRID, hidden_layer_sizes=[[], [64], [32], [16]])  # four stacks to share
     configs = [str(p) for p in write_grid_configs(grid_cfgs("shared", "slow", grid), tmp_path / "cfgs")]
     configs = configs[::3] if serial else configs
-    args = ("probe", "shared", "slow", "--config", *configs, "--no-progress", *(["--serial"] if serial else []))
+    args = (
+        "probe",
+        "shared",
+        "slow",
+        "--config",
+        *configs,
+        "--no-progress",
+        *(["--serial"] if serial else []),
+    )
     env = cli_env(OMP_NUM_THREADS=1)
     runs_dir = Layout().probes("shared", "slow")
     r = run_jukemir(*args, env=env)
@@ -147,8 +186,17 @@ def test_sigkilled_ray_driver_leaves_no_ray_processes(tmp_path):
     make_probe_dataset("rayed", "slow", n=150)
     grid = dict(GRID, early_stopping_boredom=[1000], learning_rate=[1e-3, 3e-4, 1e-4])
     configs = [str(p) for p in write_grid_configs(grid_cfgs("rayed", "slow", grid), tmp_path / "cfgs")]
-    proc = start_jukemir("probe", "rayed", "slow", "--config", *configs, "--executor", "ray", "--no-progress",
-                         env=cli_env(OMP_NUM_THREADS=1))  # fmt: skip
+    proc = start_jukemir(
+        "probe",
+        "rayed",
+        "slow",
+        "--config",
+        *configs,
+        "--executor",
+        "ray",
+        "--no-progress",
+        env=cli_env(OMP_NUM_THREADS=1),
+    )
     seen: set = set()
 
     def ray_running():

@@ -44,8 +44,19 @@ def _dataset(tmp_path, n=40):
 
 
 def _import(name, audio, labels, jobs=1):
-    return ("import", name, "--audio", audio, "--labels", labels, "--task", "multiclass", "--jobs", jobs,
-            "--no-progress")  # fmt: skip
+    return (
+        "import",
+        name,
+        "--audio",
+        audio,
+        "--labels",
+        labels,
+        "--task",
+        "multiclass",
+        "--jobs",
+        jobs,
+        "--no-progress",
+    )
 
 
 def _assert_every_wav_vouched_for(name, audio):
@@ -78,11 +89,17 @@ def test_sigkill_import_and_resume(tmp_path):
     kills = 0
     for target in sorted(rng.sample(range(0, 38), 4)):
         proc = start_jukemir(*_import("killed", audio, labels))
-        if wait_for(lambda: wav_dir.exists() and len(list(wav_dir.glob("*.wav"))) >= target, proc, poll=0.001):
+        if wait_for(
+            lambda target=target: wav_dir.exists() and len(list(wav_dir.glob("*.wav"))) >= target,
+            proc,
+            poll=0.001,
+        ):
             time.sleep(rng.uniform(0, 0.01))
         kills += sigkill(proc)
         wavs, meta = _state("killed")
-        assert all(data == ref_wavs[name] for name, data in wavs.items()), "a WAV differs from the uninterrupted run's"
+        assert all(data == ref_wavs[name] for name, data in wavs.items()), (
+            "a WAV differs from the uninterrupted run's"
+        )
         assert meta is None or meta == ref_meta
     r = run_jukemir(*_import("killed", audio, labels))
     assert r.returncode == 0, r.stderr
@@ -122,7 +139,7 @@ def test_interrupted_parallel_import_keeps_wavs_and_records_together(tmp_path, s
         proc = start_jukemir(*_import("par", audio, labels, jobs=2))
         workers: set = set()
 
-        def busy():
+        def busy(workers=workers, proc=proc, target=target):
             workers.update(children(proc.pid))
             return wav_dir.exists() and len(list(wav_dir.glob("*.wav"))) >= target and len(workers) >= 2
 

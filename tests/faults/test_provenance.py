@@ -49,7 +49,9 @@ def test_stale_outputs_are_recomputed(tmp_path):
     assert "1 done, 5 skipped, 0 failed, 1 stale recomputed" in _extract(folder, out)
     np.testing.assert_array_equal(np.load(out / "c02.npy"), rep(rep.load(folder / "c02.wav")))
     after = _inodes(out)
-    assert {k: v for k, v in after.items() if k != "c02.npy"} == {k: v for k, v in before.items() if k != "c02.npy"}
+    assert {k: v for k, v in after.items() if k != "c02.npy"} == {
+        k: v for k, v in before.items() if k != "c02.npy"
+    }
 
     # the same bytes with a new mtime (e.g. re-decoded): recomputed, to the same bytes
     st = os.stat(folder / "c03.wav")

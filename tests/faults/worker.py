@@ -1,4 +1,6 @@
-"""``python -m faults.worker ARGS...``: the ``jukemir`` command with the fault suite's representations registered.
+"""``python -m faults.worker ARGS...``.
+
+The ``jukemir`` command with the fault suite's representations registered.
 
 (``tests/`` must be on ``PYTHONPATH``; :func:`faults.helpers.cli_env` sets it.)
 """

@@ -52,7 +52,7 @@ import torch
 from ...device import torch_device
 from ...errors import NotFoundError, UserError
 from ...weights import convert_once, converted_dir, fingerprint
-from ..base import Representation
+from ..base import Representation, layered_output_shape
 from . import weights as W
 from .hps import PriorHps, VQVAEHps, hps_dict, resolve_hps
 from .prior import TopPrior
@@ -66,7 +66,8 @@ _IDENTITY = ("source", "source_size", "source_sha256", "source_fingerprint")
 
 
 class Jukebox(Representation):
-    """The paper's Jukebox representation. Build once (loads weights), then ``rep(audio)`` or ``rep.batch(audios)``.
+    """The paper's Jukebox representation. Build once (loads weights), then ``rep(audio)`` or
+    ``rep.batch(audios)``.
 
     Args:
         device: torch device; default ``cuda`` when available, else ``cpu``.
@@ -149,8 +150,7 @@ class Jukebox(Representation):
     # ------------------------------------------------------------ contract
     @property
     def output_shape(self) -> tuple:
-        per_layer = (self.dim,) if self.pool == "mean" else (None, self.dim)
-        return per_layer if len(self.layers) == 1 else (len(self.layers), *per_layer)
+        return layered_output_shape(self.dim, self.layers, self.pool)
 
     def options(self) -> dict:
         return {
@@ -175,7 +175,8 @@ class Jukebox(Representation):
         return self.batch([audio])[0]
 
     def batch(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Embed several clips, ``batch_size`` per forward pass; each result is independent of its batch mates."""
+        """Embed several clips, ``batch_size`` per forward pass; each result is independent of its batch
+        mates."""
         clips = [self._prepare(a) for a in audios]
         with torch.inference_mode():
             tokens = self.encode(clips)
@@ -197,7 +198,8 @@ class Jukebox(Representation):
             need = self.min_samples
             raise UserError(
                 f"audio too short: {len(audio)} samples ({seconds:.2f} s) give {n_tokens} of the "
-                f"{self.prior.hps.n_ctx} tokens jukebox needs ({need} samples, {need / self.sample_rate:.2f} s at "
+                f"{self.prior.hps.n_ctx} tokens jukebox needs "
+                f"({need} samples, {need / self.sample_rate:.2f} s at "
                 f"{self.sample_rate} Hz); pass --allow-short (allow_short=True) to embed the tokens there are"
             )
         return audio
@@ -233,7 +235,9 @@ class Jukebox(Representation):
         for start in range(0, len(tokens), self.batch_size):
             chunk = tokens[start : start + self.batch_size]
             lengths = [len(t) for t in chunk]
-            padded = -(-max(lengths) // block_ctx) * block_ctx  # causal attention: padding never reaches earlier positions
+            padded = (
+                -(-max(lengths) // block_ctx) * block_ctx
+            )  # causal attention: padding never reaches earlier positions
             z = torch.zeros(len(chunk), padded, dtype=torch.long, device=self.device)
             for i, t in enumerate(chunk):
                 z[i, : len(t)] = t
@@ -278,7 +282,8 @@ def load_models(
     mirror: str | None = None,
     seed: int = 0,
 ) -> tuple[TopLevelEncoder, TopPrior, dict]:
-    """Build the VQ-VAE top-level encoder and the prior truncated to ``depth`` blocks, with weights, on ``device``.
+    """Build the VQ-VAE top-level encoder and the prior truncated to ``depth`` blocks, with weights, on
+    ``device``.
 
     Models are built on the meta device and the tensors are assigned from the
     compact files (converted first if needed) or drawn at random. Returns
@@ -354,20 +359,27 @@ def _weight_sources(weights) -> dict[str, Path | None] | None:
     if isinstance(weights, dict):
         unknown = set(weights) - {"vqvae", "prior"}
         if unknown or len(weights) != 2:
-            raise UserError(f"jukebox weights dict needs exactly the keys 'vqvae' and 'prior', got {sorted(weights)}")
+            raise UserError(
+                f"jukebox weights dict needs exactly the keys 'vqvae' and 'prior', got {sorted(weights)}"
+            )
         paths = {k: Path(v) for k, v in weights.items()}
     else:
         folder = Path(weights)
         paths = {kind: folder / f"{stem}.pth.tar" for kind, stem in STEMS.items()}
         if not folder.is_dir():
-            raise NotFoundError(f"{folder}: jukebox weights must be a folder holding {' and '.join(p.name for p in paths.values())}")
+            raise NotFoundError(
+                f"{folder}: jukebox weights must be a folder holding "
+                f"{' and '.join(p.name for p in paths.values())}"
+            )
     for path in paths.values():
         if not path.is_file():
             raise NotFoundError(f"{path}: jukebox checkpoint not found")
     return paths
 
 
-def _compact_files(sources: dict, depth: int, model: str, overrides: dict, mirror: str | None) -> tuple[dict, dict]:
+def _compact_files(
+    sources: dict, depth: int, model: str, overrides: dict, mirror: str | None
+) -> tuple[dict, dict]:
     """The compact files of ``sources`` (converted first where missing) and the weights' identity.
 
     Each source's compact files live in the folder of its identity

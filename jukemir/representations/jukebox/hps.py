@@ -56,9 +56,14 @@ class VQVAEHps:
 
     def validate(self) -> None:
         if not (len(self.downs_t) == len(self.strides_t) == self.levels):
-            raise UserError(f"jukebox hps: downs_t {self.downs_t} and strides_t {self.strides_t} need {self.levels} levels")
+            raise UserError(
+                f"jukebox hps: downs_t {self.downs_t} and strides_t {self.strides_t} "
+                f"need {self.levels} levels"
+            )
         if self.hvqvae_multipliers and len(self.hvqvae_multipliers) != self.levels:
-            raise UserError(f"jukebox hps: hvqvae_multipliers {self.hvqvae_multipliers} need {self.levels} entries")
+            raise UserError(
+                f"jukebox hps: hvqvae_multipliers {self.hvqvae_multipliers} need {self.levels} entries"
+            )
         if any(s % 2 for s in self.strides_t):
             raise UserError(f"jukebox hps: strides_t {self.strides_t} must be even (kernel 2s, padding s/2)")
 
@@ -107,15 +112,21 @@ class PriorHps:
     def validate(self, vqvae: VQVAEHps) -> None:
         problems = []
         if self.level != vqvae.top_level:
-            problems.append(f"level {self.level} is not the VQ-VAE's top level {vqvae.top_level} (upsamplers unsupported)")
+            problems.append(
+                f"level {self.level} is not the VQ-VAE's top level {vqvae.top_level} (upsamplers unsupported)"
+            )
         if self.attn_order not in ATTENTION_ORDERS:
-            problems.append(f"attn_order {self.attn_order} unsupported (supported: {sorted(ATTENTION_ORDERS)})")
+            problems.append(
+                f"attn_order {self.attn_order} unsupported (supported: {sorted(ATTENTION_ORDERS)})"
+            )
         if self.blocks is None or self.n_ctx % self.blocks:
             problems.append(f"n_ctx {self.n_ctx} is not a multiple of blocks {self.blocks}")
         if self.attn_state % self.heads:
             problems.append(f"attention state {self.attn_state} is not a multiple of heads {self.heads}")
         if self.use_tokens or self.n_tokens or self.single_enc_dec:
-            problems.append("lyrics-conditioned priors (use_tokens / n_tokens / single_enc_dec) are unsupported")
+            problems.append(
+                "lyrics-conditioned priors (use_tokens / n_tokens / single_enc_dec) are unsupported"
+            )
         if not self.labels:
             problems.append("priors without label conditioning (labels=False) are unsupported")
         if self.res_scale:
@@ -181,11 +192,15 @@ def resolve_hps(
     if model in UNSUPPORTED_MODELS:
         raise UserError(f"jukebox model {model!r} is {UNSUPPORTED_MODELS[model]}")
     if model != "checkpoint" and model not in MODELS:
-        raise UserError(f"unknown jukebox model {model!r}; expected one of {', '.join([*MODELS, 'checkpoint'])}")
+        raise UserError(
+            f"unknown jukebox model {model!r}; expected one of {', '.join([*MODELS, 'checkpoint'])}"
+        )
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(HPS_NAMES))
     if unknown:
-        raise UserError(f"unknown jukebox hyper-parameter(s) {', '.join(unknown)}; known: {', '.join(HPS_NAMES)}")
+        raise UserError(
+            f"unknown jukebox hyper-parameter(s) {', '.join(unknown)}; known: {', '.join(HPS_NAMES)}"
+        )
     vqvae, prior = MODELS["5b" if model == "checkpoint" else model]
     if model == "checkpoint":
         if vqvae_checkpoint_hps is None or prior_checkpoint_hps is None:

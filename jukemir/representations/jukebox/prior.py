@@ -53,7 +53,9 @@ class RangeEmbedding(nn.Module):
     ``pos_end`` over ``n_time`` steps (``pos_end`` excluded), as the original.
     """
 
-    def __init__(self, n_time: int, bins: int, pos_range: tuple[float, float], width: int, clamp: bool = False):
+    def __init__(
+        self, n_time: int, bins: int, pos_range: tuple[float, float], width: int, clamp: bool = False
+    ):
         super().__init__()
         self.n_time, self.bins, self.clamp = n_time, bins, clamp
         self.pos_min, self.pos_max = pos_range
@@ -68,7 +70,9 @@ class RangeEmbedding(nn.Module):
         else:
             if self.clamp:
                 pos_end = pos_end.clamp(self.pos_min, self.pos_max)
-            interpolation = torch.arange(0, self.n_time, dtype=torch.float32).view(1, self.n_time) / self.n_time
+            interpolation = (
+                torch.arange(0, self.n_time, dtype=torch.float32).view(1, self.n_time) / self.n_time
+            )
             position = pos_start + (pos_end - pos_start) * interpolation
         normalised = (position - self.pos_min) / (self.pos_max - self.pos_min)
         return (self.bins * normalised).floor().long()
@@ -87,12 +91,15 @@ class LabelConditioner(nn.Module):
         self.max_bow_genre_size = hps.max_bow_genre_size
         self.bow_genre_emb = SimpleEmbedding(genre_bins, width)
         self.artist_emb = SimpleEmbedding(artist_bins, width)
-        self.total_length_emb = RangeEmbedding(1, hps.t_bins, (hps.min_duration * sr, hps.max_duration * sr), width)
+        self.total_length_emb = RangeEmbedding(
+            1, hps.t_bins, (hps.min_duration * sr, hps.max_duration * sr), width
+        )
         self.absolute_pos_emb = RangeEmbedding(hps.n_ctx, hps.t_bins, (0.0, hps.max_duration * sr), width)
         self.relative_pos_emb = RangeEmbedding(hps.n_ctx, hps.t_bins, (0.0, 1.0), width, clamp=True)
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``y`` (N, 4 + max_bow_genre_size) int64 -> start (N, 1, width), time signal (N, n_ctx, width), float32."""
+        """``y`` (N, 4 + max_bow_genre_size) int64 -> start (N, 1, width), time signal
+        (N, n_ctx, width), float32."""
         device = self.artist_emb.emb.weight.device
         artist, genre = y[:, 3:4].to(device), y[:, 4:].to(device)
         mask = (genre >= 0).float().unsqueeze(2)
@@ -125,7 +132,13 @@ class ConditionalAutoregressive(nn.Module):
         self.x_emb = nn.Embedding(l_bins, hps.prior_width)
         self.pos_emb = PositionEmbedding(hps.n_ctx, hps.prior_width)
         self.transformer = Transformer(
-            hps.prior_width, depth, hps.heads, hps.attn_state, hps.mlp_state, [kind(d) for d in range(depth)], hps.block_ctx
+            hps.prior_width,
+            depth,
+            hps.heads,
+            hps.attn_state,
+            hps.mlp_state,
+            [kind(d) for d in range(depth)],
+            hps.block_ctx,
         )
 
 
@@ -153,7 +166,8 @@ class TopPrior(nn.Module):
         return x_cond, y_cond
 
     def embed(self, tokens: torch.Tensor, x_cond: torch.Tensor, y_cond: torch.Tensor) -> torch.Tensor:
-        """(B, T) codes, T <= n_ctx -> (B, T, width) float32 transformer input (shift right, start token, positions)."""
+        """(B, T) codes, T <= n_ctx -> (B, T, width) float32 transformer input (shift right, start token,
+        positions)."""
         b, t = tokens.shape
         x = self.prior.x_emb(tokens)
         x = torch.cat([y_cond.expand(b, 1, -1).to(x.dtype), x[:, :-1]], dim=1)
@@ -168,7 +182,8 @@ class TopPrior(nn.Module):
         return self.prior.transformer(self.embed(tokens, x_cond, y_cond), compute_dtype, keep)
 
     def flops_per_token(self, depth: int | None = None) -> int:
-        """Matmul FLOPs (2 x multiply-adds) per token for ``depth`` blocks at full context (attention included)."""
+        """Matmul FLOPs (2 x multiply-adds) per token for ``depth`` blocks at full context (attention
+        included)."""
         hps, depth = self.hps, depth or self.depth
         w, sa, sm = hps.prior_width, hps.attn_state, hps.mlp_state
         params = w * 3 * sa + sa * w + 2 * w * sm

@@ -60,7 +60,9 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 whatever the input dtype (eps 1e-5); returns float32."""
 
     def forward(self, x):
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return F.layer_norm(
+            x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
+        )
 
 
 def quick_gelu(x):
@@ -79,7 +81,8 @@ def _sdpa(q, k, v, causal: bool, scale: float):
 
 
 class FactoredAttention(nn.Module):
-    """One block's self-attention of kind ``kind``; (B, T, width) -> (B, T, width), T a multiple of ``block_ctx``."""
+    """One block's self-attention of kind ``kind``; (B, T, width) -> (B, T, width), T a multiple of
+    ``block_ctx``."""
 
     def __init__(self, width: int, n_state: int, heads: int, kind: int, block_ctx: int):
         super().__init__()
@@ -90,7 +93,9 @@ class FactoredAttention(nn.Module):
 
     def forward(self, x):
         q, k, v = self.c_attn(x).chunk(3, dim=-1)
-        a = {DENSE: self._dense, ROW: self._row, COLUMN: self._column, PREVIOUS_ROW: self._previous_row}[self.kind](q, k, v)
+        a = {DENSE: self._dense, ROW: self._row, COLUMN: self._column, PREVIOUS_ROW: self._previous_row}[
+            self.kind
+        ](q, k, v)
         return self.c_proj(a)
 
     def _heads(self, x, n_seq, length):
@@ -167,7 +172,9 @@ class MLP(nn.Module):
 class ResAttnBlock(nn.Module):
     """``h = (x + a) + m``, ``a = attn(ln_0(x))``, ``m = mlp(ln_1(x + a))``; x float32 (B, T, width)."""
 
-    def __init__(self, width: int, n_state_attn: int, n_state_mlp: int, heads: int, kind: int, block_ctx: int):
+    def __init__(
+        self, width: int, n_state_attn: int, n_state_mlp: int, heads: int, kind: int, block_ctx: int
+    ):
         super().__init__()
         self.attn = FactoredAttention(width, n_state_attn, heads, kind, block_ctx)
         self.ln_0 = LayerNorm(width)
@@ -182,7 +189,9 @@ class ResAttnBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of ``depth`` blocks; ``kinds[d]`` is block d's attention kind."""
 
-    def __init__(self, width: int, depth: int, heads: int, n_state_attn: int, n_state_mlp: int, kinds, block_ctx: int):
+    def __init__(
+        self, width: int, depth: int, heads: int, n_state_attn: int, n_state_mlp: int, kinds, block_ctx: int
+    ):
         super().__init__()
         self.block_ctx = block_ctx
         self._attn_mods = nn.ModuleList(

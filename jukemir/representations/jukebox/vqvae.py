@@ -36,7 +36,8 @@ class ResConv1DBlock(nn.Module):
 
 
 class Resnet1D(nn.Module):
-    """``depth`` residual units with dilations ``growth**0, growth**1, ...`` (1, 3, 9, 27 for the 5B VQ-VAE)."""
+    """``depth`` residual units with dilations ``growth**0, growth**1, ...`` (1, 3, 9, 27 for the 5B
+    VQ-VAE)."""
 
     def __init__(self, width: int, depth: int, m_conv: float, growth: int, cycle: int | None):
         super().__init__()
@@ -53,7 +54,9 @@ class EncoderConvBlock(nn.Module):
     (N, in_width, T) -> (N, emb_width, T // s**down_t) for even strides.
     """
 
-    def __init__(self, in_width: int, emb_width: int, down_t: int, stride_t: int, width: int, depth: int, hps: VQVAEHps):
+    def __init__(
+        self, in_width: int, emb_width: int, down_t: int, stride_t: int, width: int, depth: int, hps: VQVAEHps
+    ):
         super().__init__()
         steps = [
             nn.Sequential(
@@ -69,13 +72,22 @@ class EncoderConvBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """The encoder of VQ-VAE level ``level``: ``level + 1`` blocks, mono audio (N, 1, T) -> (N, emb_width, tokens)."""
+    """The encoder of VQ-VAE level ``level``: ``level + 1`` blocks, mono audio
+    (N, 1, T) -> (N, emb_width, tokens)."""
 
     def __init__(self, hps: VQVAEHps, level: int):
         super().__init__()
         width, depth = hps.level_width_depth(level)
         self.level_blocks = nn.ModuleList(
-            EncoderConvBlock(1 if i == 0 else hps.emb_width, hps.emb_width, hps.downs_t[i], hps.strides_t[i], width, depth, hps)
+            EncoderConvBlock(
+                1 if i == 0 else hps.emb_width,
+                hps.emb_width,
+                hps.downs_t[i],
+                hps.strides_t[i],
+                width,
+                depth,
+                hps,
+            )
             for i in range(level + 1)
         )
 

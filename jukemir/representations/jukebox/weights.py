@@ -1,4 +1,5 @@
-"""Jukebox weights: the official files, their stream conversion to a compact safetensors file, and its loading.
+"""Jukebox weights: the official files, their stream conversion to a compact safetensors file, and its
+loading.
 
 Sources
     The official files (``vqvae.pth.tar``, ``prior_level_2.pth.tar`` of the 5B
@@ -79,11 +80,22 @@ def official(model: str = "5b") -> Official:
     if model != "5b":
         raise UserError(f"no official jukebox weights are known for model {model!r}")
     assets = []
-    for kind, name, size in (("vqvae", "vqvae.pth.tar", None), ("prior", "prior_level_2.pth.tar", PRIOR_5B_SIZE)):
+    for kind, name, size in (
+        ("vqvae", "vqvae.pth.tar", None),
+        ("prior", "prior_level_2.pth.tar", PRIOR_5B_SIZE),
+    ):
         urls = tuple(u.format(name=name) for u in OFFICIAL_URLS)
-        assets.append(Asset(f"JUKEBOX_5B_{kind.upper()}", f"models/jukebox/5b/{name}", urls, None, size,
-                            mirror_path=f"weights/jukebox/5b/{name}",
-                            hint="pass --weights FOLDER holding vqvae.pth.tar and prior_level_2.pth.tar"))  # fmt: skip
+        assets.append(
+            Asset(
+                f"JUKEBOX_5B_{kind.upper()}",
+                f"models/jukebox/5b/{name}",
+                urls,
+                None,
+                size,
+                mirror_path=f"weights/jukebox/5b/{name}",
+                hint="pass --weights FOLDER holding vqvae.pth.tar and prior_level_2.pth.tar",
+            )
+        )
     return Official("jukebox/5b", tuple(assets), check=lambda path: CheckpointIndex(path).close())
 
 
@@ -105,7 +117,8 @@ def retrieve_official(model: str = "5b", mirror: str | None = None) -> dict[str,
 
 
 class CheckpointIndex(TorchCheckpoint):
-    """An official Jukebox checkpoint (``{"hps": ..., "model": state dict}``), read lazily: ``index.tensor(name)``.
+    """An official Jukebox checkpoint (``{"hps": ..., "model": state dict}``), read lazily:
+    ``index.tensor(name)``.
 
     Attributes (besides :class:`jukemir.checkpoints.TorchCheckpoint`'s):
         tensors: name -> :class:`TensorRef` of ``checkpoint["model"]`` (a leading
@@ -117,8 +130,12 @@ class CheckpointIndex(TorchCheckpoint):
         super().__init__(path)
         if not isinstance(self.obj, dict) or not isinstance(self.obj.get("model"), dict):
             self.close()
-            raise UserError(f"{self.path}: expected a dict with a 'model' state dict (the official checkpoint layout)")
-        self.tensors = {name.removeprefix("module."): ref for name, ref in tensors_of(self.obj["model"]).items()}
+            raise UserError(
+                f"{self.path}: expected a dict with a 'model' state dict (the official checkpoint layout)"
+            )
+        self.tensors = {
+            name.removeprefix("module."): ref for name, ref in tensors_of(self.obj["model"]).items()
+        }
         hps = self.obj.get("hps")
         self.hps = plain(hps) if isinstance(hps, dict) else {}
 
@@ -206,7 +223,11 @@ def convert(
         for name in kept:
             ref = index.tensors[name]
             nbytes = ref.numel * element_size(ref.dtype)
-            header[name] = {"dtype": _ST_DTYPES[ref.dtype], "shape": list(ref.shape), "data_offsets": [offset, offset + nbytes]}
+            header[name] = {
+                "dtype": _ST_DTYPES[ref.dtype],
+                "shape": list(ref.shape),
+                "data_offsets": [offset, offset + nbytes],
+            }
             offset += nbytes
         meta = dict(metadata, hps=json.dumps(index.hps, sort_keys=True, default=str), format=FORMAT_VERSION)
         header_bytes = json.dumps({"__metadata__": meta, **header}, separators=(",", ":")).encode()
@@ -227,8 +248,11 @@ def compact_metadata(path: str | os.PathLike) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def load_compact(path: str | os.PathLike, expected: dict[str, tuple], device: torch.device, cast) -> dict[str, torch.Tensor]:
-    """Read a compact file's tensors onto ``device``, one at a time (memory-mapped), as ``cast(name, tensor)``.
+def load_compact(
+    path: str | os.PathLike, expected: dict[str, tuple], device: torch.device, cast
+) -> dict[str, torch.Tensor]:
+    """Read a compact file's tensors onto ``device``, one at a time (memory-mapped), as
+    ``cast(name, tensor)``.
 
     The file must hold at least ``expected``'s names (extra blocks of a deeper
     conversion are skipped), with the expected shapes.
@@ -243,7 +267,8 @@ def load_compact(path: str | os.PathLike, expected: dict[str, tuple], device: to
 
 
 def find_compact(folder: Path, stem: str, depth: int | None) -> Path | None:
-    """The shallowest compact file ``<stem>.blocks<N>.safetensors`` with N >= depth (or ``<stem>.safetensors``)."""
+    """The shallowest compact file ``<stem>.blocks<N>.safetensors`` with N >= depth (or
+    ``<stem>.safetensors``)."""
     if depth is None:
         path = folder / f"{stem}.safetensors"
         return path if path.is_file() else None
@@ -255,17 +280,36 @@ def find_compact(folder: Path, stem: str, depth: int | None) -> Path | None:
     return min(found)[1] if found else None
 
 
-def prior_bytes(width: int, depth: int, n_ctx: int, l_bins: int, y_bins=(120, 4111), t_bins: int = 128,
-                m_attn: float = 0.25, m_mlp: float = 1.0, output_head: bool = True) -> dict[str, int]:
-    """Bytes of a prior checkpoint with fp16 Conv1D weights: ``{"conv_fp16", "small_fp32", "embeddings", "total"}``."""
+def prior_bytes(
+    width: int,
+    depth: int,
+    n_ctx: int,
+    l_bins: int,
+    y_bins=(120, 4111),
+    t_bins: int = 128,
+    m_attn: float = 0.25,
+    m_mlp: float = 1.0,
+    output_head: bool = True,
+) -> dict[str, int]:
+    """Bytes of a prior checkpoint with fp16 Conv1D weights:
+    ``{"conv_fp16", "small_fp32", "embeddings", "total"}``."""
     sa, sm = int(m_attn * width), int(m_mlp * width)
     conv = depth * (width * 3 * sa + sa * width + 2 * width * sm) * 2
     small = depth * (3 * sa + width + sm + width + 4 * width) * 4
-    embeddings = (l_bins * width * (2 if output_head else 1) + n_ctx * width + (sum(y_bins) + 3 * t_bins) * width) * 4
-    return {"conv_fp16": conv, "small_fp32": small, "embeddings": embeddings, "total": conv + small + embeddings}
+    embeddings = (
+        l_bins * width * (2 if output_head else 1) + n_ctx * width + (sum(y_bins) + 3 * t_bins) * width
+    ) * 4
+    return {
+        "conv_fp16": conv,
+        "small_fp32": small,
+        "embeddings": embeddings,
+        "total": conv + small + embeddings,
+    }
 
 
-def random_state(expected: dict[str, tuple], device: torch.device, cast, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_state(
+    expected: dict[str, tuple], device: torch.device, cast, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random weights for ``expected`` (name -> shape), scaled by role, as ``cast(name, tensor)``.
 
     For benchmarks and tests: Conv1D/conv weights ~ N(0, 1/fan_in), biases and

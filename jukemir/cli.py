@@ -700,7 +700,7 @@ def _add_demo(sub):
         help="run the whole pipeline on a synthetic key dataset and print the results table",
         formatter_class=_Formatter,
         description="generate a synthetic 24-key dataset -> extract chroma and mfcc -> train a small\n"
-        "probe grid -> evaluate on test -> write the report. A few minutes on 2 CPU cores.\n"
+        "probe grid -> evaluate on test -> write the report. About 25 s on 2 idle CPU cores.\n"
         "Outputs go to the cache ($JUKEMIR_CACHE_DIR, default ~/.jukemir/cache).",
     )
     p.add_argument("--songs-per-key", type=int, default=6, help="songs per key (>= 3: train, valid and test)")

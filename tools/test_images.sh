@@ -6,7 +6,7 @@
 #   JUKEMIR_MIRROR=../shared tools/test_images.sh [--no-build | --build-only] [--keep] [REPRESENTATION ...]
 #
 # Before: tools/docker_setup.sh (engine, daemon, local base images where no registry is reachable),
-# and the project's virtual environment active (`pip install -e ".[test]"`: native `jukemir extract`
+# and the project's virtual environment active (`pip install -e ".[test,lint]"`: native `jukemir extract`
 # to compare with, and the test suite's checkpoint writers). JUKEMIR_MIRROR is the mirror folder of
 # the assets, laid out as ../shared: audio/*.mp3 (real clips for the inputs) and weights/choi/*.hdf5,
 # weights/musicnn/MSD_musicnn/ (baked into the choi and musicnn images at build time).
@@ -80,7 +80,7 @@ for need in "$mirror/weights/choi" "$mirror/weights/musicnn/MSD_musicnn"; do
   [[ -d "$need" ]] || die "$need is missing (the choi and musicnn images bake weights from the mirror)"
 done
 python3 -c "import jukemir, numpy, soundfile, pytest, torch" 2>/dev/null \
-  || die "python3 lacks jukemir and its test extra: activate the project's venv (pip install -e '.[test]')"
+  || die "python3 lacks jukemir and its test extra: activate the project's venv (pip install -e '.[test,lint]')"
 command -v jukemir >/dev/null || die "no jukemir command on PATH: activate the project's venv"
 DOCKER="${DOCKER:-/usr/bin/docker}"
 "$DOCKER" info >/dev/null 2>&1 || die "no Docker daemon answers $DOCKER: run tools/docker_setup.sh"

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from .errors import JukemirError
@@ -76,6 +77,22 @@ def signals_held() -> Iterator[None]:
         if not _held and _pending is not None:
             stop, _pending = _pending, None
             raise stop()
+
+
+def take_into(held: list, item, try_take: Callable[[], bool], wait: bool = False) -> bool:
+    """``try_take()`` (one non-blocking attempt at a lock) and, if it succeeds, ``held.append(item)``, as
+    one step no interrupt can split, so whoever releases what ``held`` lists releases every lock taken.
+
+    ``wait``: retry every 50 ms until it succeeds (interruptible between attempts). Returns whether it did.
+    """
+    while True:
+        with signals_held():
+            if try_take():
+                held.append(item)
+                return True
+        if not wait:
+            return False
+        time.sleep(0.05)
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -12,6 +12,8 @@ them; it never skips.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,16 @@ def assets_root(request, tmp_path_factory) -> Path:
     """Where the tests keep real files: pytest's cache folder (kept between runs), else a temporary one."""
     cache = getattr(request.config, "cache", None)
     return Path(cache.mkdir("jukemir-assets")) if cache is not None else tmp_path_factory.mktemp("assets")
+
+
+def pip(*args: str) -> None:
+    """Run this interpreter's pip quietly (``pip("install", "--no-deps", "--target", DIR, "pkg==1")``)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--quiet", "--disable-pip-version-check"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 def fetch_assets(assets, root: Path) -> list[Path]:

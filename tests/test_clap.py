@@ -14,7 +14,6 @@ The input preparation of ``get_audio_features`` (in ``training/data.py``,
 whose import downloads tokenizers) is transcribed below.
 """
 
-import subprocess
 import sys
 import types
 
@@ -22,12 +21,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_tone
 from torch import nn
 
 from jukemir.cli import main
 from jukemir.representations import get_representation
 from jukemir.representations.clap import CLIP_SAMPLES, load_model, read_state
+from tests.conftest import pip, write_tone
 
 AUDIO_CFG = dict(  # noqa: C408 - LAION's HTSAT-base.json audio_cfg
     audio_length=1024,
@@ -48,23 +47,7 @@ AUDIO_CFG = dict(  # noqa: C408 - LAION's HTSAT-base.json audio_cfg
 def official(tmp_path_factory):
     """laion_clap's clap_module (htsat, model) importable; yields the module namespace."""
     root = tmp_path_factory.mktemp("clap")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-            str(root),
-            "laion_clap==1.1.7",
-            "torchlibrosa==0.1.0",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip("install", "--no-deps", "--target", str(root), "laion_clap==1.1.7", "torchlibrosa==0.1.0")
     from transformers import BartModel, BertModel, RobertaModel  # noqa: F401 - before the stand-in below exists
 
     standin = {

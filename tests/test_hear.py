@@ -27,6 +27,7 @@ from test_mert import TINY, official_snapshot
 from jukemir.audio import load_audio
 from jukemir.cli import main
 from jukemir.representations import get_representation
+from tests.conftest import pip
 
 PACKAGES = ("hearvalidator==2021.0.2", "hearbaseline==2021.1.1")
 
@@ -38,22 +39,7 @@ def hear_path(tmp_path_factory):
     And the tensorflow stand-in.
     """
     root = tmp_path_factory.mktemp("hear")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-            str(root / "site"),
-            *PACKAGES,
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip("install", "--no-deps", "--target", str(root / "site"), *PACKAGES)
     standin = root / "standin" / "tensorflow"
     standin.mkdir(parents=True)
     (standin / "__init__.py").write_text(

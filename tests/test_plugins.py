@@ -10,7 +10,6 @@ its entry point (``chroma-stats``) and as ``module:Class``.
 import importlib
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,30 +21,22 @@ from jukemir.cache import Layout
 from jukemir.cli import main
 from jukemir.datasets import synthetic
 from jukemir.representations import get_representation, names, representation_class
+from tests.conftest import pip
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "plugin_example"
 MODULE_CLASS = "jukemir_chroma_stats:ChromaStats"
-
-
-def _pip(*args):
-    subprocess.run(
-        [sys.executable, "-m", "pip", *args, "--quiet", "--disable-pip-version-check"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
 
 
 @pytest.fixture(scope="module")
 def installed_plugin(tmp_path_factory):
     source = tmp_path_factory.mktemp("plugin") / "src"
     shutil.copytree(EXAMPLE, source)
-    _pip("install", "--no-deps", "--no-build-isolation", str(source))
+    pip("install", "--no-deps", "--no-build-isolation", str(source))
     importlib.invalidate_caches()
     try:
         yield
     finally:
-        _pip("uninstall", "--yes", "jukemir-chroma-stats")
+        pip("uninstall", "--yes", "jukemir-chroma-stats")
         sys.modules.pop("jukemir_chroma_stats", None)
 
 

@@ -453,22 +453,26 @@ def test_vectorised_grid_agrees_with_serial(isolated_cache):
     assert results["vec"][best_vec][1] > 0.5  # well above chance (0.1)
 
 
+ADAM_CFGS = [{"learning_rate": lr, "l2_weight_decay": wd} for lr in (1e-3, 1e-2) for wd in (None, 1e-3)]
+
+
+def _adam_params() -> list[list[torch.Tensor]]:
+    """One (weight, bias) pair per config of ``ADAM_CFGS``, the same values on every call, zero gradients."""
+    torch.manual_seed(1)
+    views = [[torch.randn(5, 3), torch.randn(3)] for _ in ADAM_CFGS]
+    for view in views:
+        for t in view:
+            t.grad = torch.zeros_like(t)
+    return views
+
+
 def test_stack_adam_is_torch_fused_adam():
     """The vectorised trainer's Adam: torch's fused Adam arithmetic, bit for bit, also after a compaction."""
     from jukemir.probe.adam import StackAdam, make_adam
 
     gen = torch.Generator().manual_seed(0)
-    cfgs = [{"learning_rate": lr, "l2_weight_decay": wd} for lr in (1e-3, 1e-2) for wd in (None, 1e-3)]
-
-    def params():
-        torch.manual_seed(1)
-        views = [[torch.randn(5, 3), torch.randn(3)] for _ in cfgs]
-        for view in views:
-            for t in view:
-                t.grad = torch.zeros_like(t)
-        return views
-
-    ours, ref = params(), params()
+    cfgs = ADAM_CFGS
+    ours, ref = _adam_params(), _adam_params()
     opt = make_adam(ours, cfgs)
     assert isinstance(opt, StackAdam)
     groups = {}
@@ -527,17 +531,8 @@ def test_stack_adam_fails_over_mid_update_to_torch_adam(monkeypatch):
 
     calls = _failing_kernel(monkeypatch, works_for=2 + 2 * 4 + 1)  # the device check, two updates, one group
     gen = torch.Generator().manual_seed(0)
-    cfgs = [{"learning_rate": lr, "l2_weight_decay": wd} for lr in (1e-3, 1e-2) for wd in (None, 1e-3)]
-
-    def params():
-        torch.manual_seed(1)
-        views = [[torch.randn(5, 3), torch.randn(3)] for _ in cfgs]
-        for view in views:
-            for t in view:
-                t.grad = torch.zeros_like(t)
-        return views
-
-    ours, ref = params(), params()
+    cfgs = ADAM_CFGS
+    ours, ref = _adam_params(), _adam_params()
     opt = make_adam(ours, cfgs)
     assert isinstance(opt, StackAdam)
     ref_opt = PublicAdam({(c["learning_rate"], c["l2_weight_decay"] or 0): v for c, v in zip(cfgs, ref)})

@@ -37,7 +37,7 @@ resampy >= 0.3 ships other filters. scipy 1.6.3 (the original's) has no wheel
 for Python 3.11; nothing this script exercises changed between 1.6 and 1.10
 beyond rounding. Then, from the repository root, in jukemir's environment::
 
-    python tools/make_handcrafted_reference.py --python /tmp/librosa081/bin/python --mirror ../shared
+    python tools/make_handcrafted_reference.py --python /tmp/librosa081/bin/python --mirror /path/to/mirror
 
 (``--mirror``: a jukemir asset mirror; default ``$JUKEMIR_MIRROR``, else the
 clip is downloaded.)

@@ -3,12 +3,12 @@
 # to, then the Docker route of reproduce/ end to end. Takes minutes; not part of the README's test
 # command.
 #
-#   JUKEMIR_MIRROR=../shared tools/test_images.sh [--no-build | --build-only] [--keep] [REPRESENTATION ...]
+#   JUKEMIR_MIRROR=/path/to/mirror tools/test_images.sh [--no-build | --build-only] [--keep] [REPRESENTATION ...]
 #
 # Before: tools/docker_setup.sh (engine, daemon, local base images where no registry is reachable),
 # and the project's virtual environment active (`pip install -e ".[test,lint]"`: native `jukemir extract`
 # to compare with, and the test suite's checkpoint writers). JUKEMIR_MIRROR is the mirror folder of
-# the assets, laid out as ../shared: audio/*.mp3 (real clips for the inputs) and weights/choi/*.hdf5,
+# the assets (CI: ../shared), laid out as audio/*.mp3 (real clips for the inputs) and weights/choi/*.hdf5,
 # weights/musicnn/MSD_musicnn/ (baked into the choi and musicnn images at build time).
 #
 # 1. Build jukemir/lib and the six jukemir/representations_<name> with containers/build.sh, without a
@@ -69,7 +69,7 @@ start=$SECONDS
 phase() { printf '\n== %s (%d s)\n' "$*" "$((SECONDS - start))"; }
 
 # ---------------------------------------------------------------- preconditions
-[[ -n "${JUKEMIR_MIRROR:-}" ]] || die "set JUKEMIR_MIRROR to the mirror folder (laid out as ../shared)"
+[[ -n "${JUKEMIR_MIRROR:-}" ]] || die "set JUKEMIR_MIRROR to the asset mirror folder (audio/, weights/choi/, weights/musicnn/)"
 mirror="$(cd "$JUKEMIR_MIRROR" && pwd)" || die "JUKEMIR_MIRROR=$JUKEMIR_MIRROR is not a folder"
 shopt -s nullglob
 mp3s=("$mirror"/audio/*.mp3)

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..cache import Layout, folder_name
 from ..errors import UserError
 from ..io import FileLock, read_json
-from ..workers import signals_held
+from ..workers import signals_held, take_into
 from .config import ProbeConfig
 from .data import load_probe_data
 from .run import run_is_done
@@ -161,14 +161,7 @@ def _claimed(stacks: list[list], folder: Path, serial: bool):
 
     def take(stack, wait: bool) -> bool:
         lock = lock_of(stack)
-        while True:
-            with signals_held():  # an interrupt cannot fall between taking a claim and recording it
-                if lock.acquire():
-                    held.append(lock)
-                    return True
-            if not wait:
-                return False
-            time.sleep(0.05)
+        return take_into(held, lock, lock.acquire, wait)
 
     def release_last() -> None:
         with signals_held():

@@ -62,7 +62,7 @@ from ..io import (
     remove_stale_temporaries,
     write_json,
 )
-from ..workers import signals_held
+from ..workers import take_into
 from . import Representation, get_representation, representation_class
 
 STATE_DIR = ".jukemir"
@@ -441,19 +441,6 @@ def batch_dependent(rep) -> bool:
     return bool(getattr(rep, "batch_dependent", False))
 
 
-def _claim_into(out: _Output, claimed: list, wait: bool) -> bool:
-    """Claim ``out`` and record it in ``claimed`` as one step that no interrupt can split (so every lock
-    taken is released); ``wait``: retry until the other worker lets go."""
-    while True:
-        with signals_held():
-            if out.claim():
-                claimed.append(out)
-                return True
-        if not wait:
-            return False
-        time.sleep(0.05)
-
-
 def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=False) -> list:
     """Embed one group and write the outputs in ``todo`` whose lock this worker gets.
 
@@ -465,7 +452,7 @@ def _run_group(rep, group, loaded, todo, report, fail, overwrite=False, wait=Fal
         for out in group:
             if out not in todo:
                 continue
-            if not _claim_into(out, claimed, wait):
+            if not take_into(claimed, out, out.claim, wait):
                 busy.append(out)
             elif not overwrite and out.status(rep) in ("valid", "foreign"):
                 claimed.remove(out)

@@ -204,6 +204,28 @@ def run_forked(fn, crash_at: int | None = None) -> tuple[bool, int]:
     return killed, int(written or 0)
 
 
+def import_args(name: str, audio, labels, jobs: int = 1) -> tuple:
+    """``jukemir import`` of multiclass dataset ``name`` from ``audio`` and a labels CSV, no progress bar."""
+    return (
+        "import",
+        name,
+        "--audio",
+        audio,
+        "--labels",
+        labels,
+        "--task",
+        "multiclass",
+        "--jobs",
+        jobs,
+        "--no-progress",
+    )
+
+
+def probe_args(dataset: str, representation: str, configs, *extra) -> tuple:
+    """``jukemir probe`` of ``configs`` (config files) on a dataset's representation, no progress bar."""
+    return ("probe", dataset, representation, "--config", *map(str, configs), "--no-progress", *extra)
+
+
 def make_probe_dataset(
     name: str = "faulty", representation: str = "slow", n: int = 60, seed: int = 0
 ) -> Path:

@@ -21,6 +21,7 @@ from .helpers import (
     assert_complete,
     assert_no_corrupt,
     cli_env,
+    import_args,
     outputs,
     records,
     run_jukemir,
@@ -164,18 +165,11 @@ def test_probe_full_disk_then_freed(tmp_path):
     from jukemir.cache import Layout
     from jukemir.probe.grid import grid_cfgs, write_grid_configs
 
-    from .helpers import cli_env, make_probe_dataset
+    from .helpers import cli_env, make_probe_dataset, probe_args
 
     make_probe_dataset("faulty", "slow", n=45)
     cfgs = grid_cfgs("faulty", "slow", {"learning_rate": [1e-2, 1e-3], "early_stopping_boredom": [3]})
-    args = (
-        "probe",
-        "faulty",
-        "slow",
-        "--config",
-        *write_grid_configs(cfgs, tmp_path / "cfgs"),
-        "--no-progress",
-    )
+    args = probe_args("faulty", "slow", write_grid_configs(cfgs, tmp_path / "cfgs"))
     env = cli_env(OMP_NUM_THREADS=1)
     runs = Layout().probes("faulty", "slow")
     with small_tmpfs(runs, 16 * PAGE) as mounted:
@@ -208,19 +202,7 @@ def test_import_on_a_full_disk(tmp_path, jobs):
     labels.write_text(
         "file,label\n" + "\n".join(f"{p.name},{'ab'[i % 2]}" for i, p in enumerate(sorted(audio.iterdir())))
     )
-    args = (
-        "import",
-        "d",
-        "--audio",
-        audio,
-        "--labels",
-        labels,
-        "--task",
-        "multiclass",
-        "--jobs",
-        jobs,
-        "--no-progress",
-    )
+    args = import_args("d", audio, labels, jobs)
     r = run_jukemir(*args, env=cli_env(JUKEMIR_CACHE_DIR=tmp_path / "ref"))
     assert r.returncode == 0, r.stderr
     reference = {p.name: p.read_bytes() for p in (tmp_path / "ref" / "processed" / "d" / "wav").glob("*.wav")}

@@ -15,7 +15,16 @@ from jukemir.io import read_json
 from jukemir.probe.grid import grid_cfgs, write_grid_configs
 from jukemir.probe.run import RUN_FILES
 
-from .helpers import cli_env, make_probe_dataset, run_jukemir, sigkill, start_jukemir, tally, wait_for
+from .helpers import (
+    cli_env,
+    make_probe_dataset,
+    probe_args,
+    run_jukemir,
+    sigkill,
+    start_jukemir,
+    tally,
+    wait_for,
+)
 
 pytestmark = pytest.mark.fault
 GRID = {
@@ -53,15 +62,7 @@ def test_sigkill_grid_training(tmp_path, serial, kills):
     make_probe_dataset("faulty", "slow", n=150)
     configs = [str(p) for p in write_grid_configs(grid_cfgs("faulty", "slow", GRID), tmp_path / "cfgs")]
     configs = configs[:4] if serial else configs  # the original's one-config-at-a-time loop is slower
-    args = (
-        "probe",
-        "faulty",
-        "slow",
-        "--config",
-        *configs,
-        "--no-progress",
-        *(["--serial"] if serial else []),
-    )
+    args = probe_args("faulty", "slow", configs, *(["--serial"] if serial else []))
     runs_dir = Layout().probes("faulty", "slow")
     env = cli_env(OMP_NUM_THREADS=1)  # tiny models; and spinning OpenMP threads crawl on a busy machine
     r = run_jukemir(*args, env=env)
@@ -147,15 +148,7 @@ def test_concurrent_probe_workers_share_the_grid(tmp_path, serial):
     grid = dict(GRID, hidden_layer_sizes=[[], [64], [32], [16]])  # four stacks to share
     configs = [str(p) for p in write_grid_configs(grid_cfgs("shared", "slow", grid), tmp_path / "cfgs")]
     configs = configs[::3] if serial else configs
-    args = (
-        "probe",
-        "shared",
-        "slow",
-        "--config",
-        *configs,
-        "--no-progress",
-        *(["--serial"] if serial else []),
-    )
+    args = probe_args("shared", "slow", configs, *(["--serial"] if serial else []))
     env = cli_env(OMP_NUM_THREADS=1)
     runs_dir = Layout().probes("shared", "slow")
     r = run_jukemir(*args, env=env)
@@ -187,15 +180,7 @@ def test_sigkilled_ray_driver_leaves_no_ray_processes(tmp_path):
     grid = dict(GRID, early_stopping_boredom=[1000], learning_rate=[1e-3, 3e-4, 1e-4])
     configs = [str(p) for p in write_grid_configs(grid_cfgs("rayed", "slow", grid), tmp_path / "cfgs")]
     proc = start_jukemir(
-        "probe",
-        "rayed",
-        "slow",
-        "--config",
-        *configs,
-        "--executor",
-        "ray",
-        "--no-progress",
-        env=cli_env(OMP_NUM_THREADS=1),
+        *probe_args("rayed", "slow", configs, "--executor", "ray"), env=cli_env(OMP_NUM_THREADS=1)
     )
     seen: set = set()
 

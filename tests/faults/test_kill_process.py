@@ -19,6 +19,7 @@ from jukemir.io import read_json
 from .helpers import (
     assert_no_survivors,
     children,
+    import_args,
     run_jukemir,
     sigkill,
     start_jukemir,
@@ -43,22 +44,6 @@ def _dataset(tmp_path, n=40):
     return audio, labels
 
 
-def _import(name, audio, labels, jobs=1):
-    return (
-        "import",
-        name,
-        "--audio",
-        audio,
-        "--labels",
-        labels,
-        "--task",
-        "multiclass",
-        "--jobs",
-        jobs,
-        "--no-progress",
-    )
-
-
 def _assert_every_wav_vouched_for(name, audio):
     """Each WAV present has a record naming its source as it is now and the WAV's own bytes."""
     folder = Layout().processed(name)
@@ -79,7 +64,7 @@ def _state(name):
 
 def test_sigkill_import_and_resume(tmp_path):
     audio, labels = _dataset(tmp_path)
-    r = run_jukemir(*_import("ref", audio, labels))
+    r = run_jukemir(*import_args("ref", audio, labels))
     assert r.returncode == 0, r.stderr
     ref_wavs, ref_meta = _state("ref")
     assert len(ref_wavs) == 40 and ref_meta
@@ -88,7 +73,7 @@ def test_sigkill_import_and_resume(tmp_path):
     wav_dir = Layout().processed("killed") / "wav"
     kills = 0
     for target in sorted(rng.sample(range(0, 38), 4)):
-        proc = start_jukemir(*_import("killed", audio, labels))
+        proc = start_jukemir(*import_args("killed", audio, labels))
         if wait_for(
             lambda target=target: wav_dir.exists() and len(list(wav_dir.glob("*.wav"))) >= target,
             proc,
@@ -101,7 +86,7 @@ def test_sigkill_import_and_resume(tmp_path):
             "a WAV differs from the uninterrupted run's"
         )
         assert meta is None or meta == ref_meta
-    r = run_jukemir(*_import("killed", audio, labels))
+    r = run_jukemir(*import_args("killed", audio, labels))
     assert r.returncode == 0, r.stderr
     assert _state("killed") == (ref_wavs, ref_meta)
     for folder in ("wav", ".jukemir/sources"):
@@ -113,12 +98,12 @@ def test_sigkill_import_and_resume(tmp_path):
 
 def test_changed_source_is_reconverted(tmp_path):
     audio, labels = _dataset(tmp_path, n=6)
-    r = run_jukemir(*_import("mine", audio, labels))
+    r = run_jukemir(*import_args("mine", audio, labels))
     assert r.returncode == 0, r.stderr
     first, _ = _state("mine")
     source = sorted(audio.glob("*.wav"))[0]
     sf.write(str(source), np.full(8000, 0.25, np.float32), 8000, subtype="PCM_16")
-    r = run_jukemir(*_import("mine", audio, labels))
+    r = run_jukemir(*import_args("mine", audio, labels))
     assert r.returncode == 0, r.stderr
     wavs, _ = _state("mine")
     changed = [name for name in wavs if wavs[name] != first[name]]
@@ -136,7 +121,7 @@ def test_interrupted_parallel_import_keeps_wavs_and_records_together(tmp_path, s
     rng = random.Random(int(sig))
     interrupted = 0
     for target in sorted(rng.sample(range(2, 50), 3)):
-        proc = start_jukemir(*_import("par", audio, labels, jobs=2))
+        proc = start_jukemir(*import_args("par", audio, labels, jobs=2))
         workers: set = set()
 
         def busy(workers=workers, proc=proc, target=target):
@@ -163,7 +148,7 @@ def test_interrupted_parallel_import_keeps_wavs_and_records_together(tmp_path, s
     source = sorted(audio.iterdir())[1]
     x, sr = sf.read(str(source))
     sf.write(str(source), 0.5 * x, sr)
-    r = run_jukemir(*_import("par", audio, labels, jobs=2))
+    r = run_jukemir(*import_args("par", audio, labels, jobs=2))
     assert r.returncode == 0, r.stderr
     _assert_every_wav_vouched_for("par", audio)
     new, _ = sf.read(str(wav_dir / (source.stem + ".wav")))
@@ -175,16 +160,16 @@ def test_failed_reimport_leaves_no_current_looking_metadata(tmp_path):
     """Re-importing with a file that no longer decodes: the old meta.json must not stay (it would describe
     WAVs that are no longer all there); fixing the file restores it."""
     audio, labels = _dataset(tmp_path, n=6)
-    assert run_jukemir(*_import("re", audio, labels)).returncode == 0
+    assert run_jukemir(*import_args("re", audio, labels)).returncode == 0
     folder = Layout().processed("re")
     assert (folder / "meta.json").exists() and (folder / "dataset.json").exists()
     victim = sorted(audio.iterdir())[2]
     good = victim.read_bytes()
     victim.write_bytes(b"no longer audio" * 100)
-    r = run_jukemir(*_import("re", audio, labels))
+    r = run_jukemir(*import_args("re", audio, labels))
     assert r.returncode == 1 and victim.name in r.stderr
     assert not (folder / "meta.json").exists()
     victim.write_bytes(good)
-    assert run_jukemir(*_import("re", audio, labels)).returncode == 0
+    assert run_jukemir(*import_args("re", audio, labels)).returncode == 0
     assert (folder / "meta.json").exists()
     tally("bad_input")

@@ -466,6 +466,14 @@ def _adam_params() -> list[list[torch.Tensor]]:
     return views
 
 
+def _same_random_grads(ours, ref, gen: torch.Generator) -> None:
+    """Give each parameter of ``ours`` and its twin in ``ref`` the same new random gradient."""
+    for a, b in zip(sum(ours, []), sum(ref, [])):
+        g = torch.randn(a.shape, generator=gen)
+        a.grad.copy_(g)
+        b.grad.copy_(g)
+
+
 def test_stack_adam_is_torch_fused_adam():
     """The vectorised trainer's Adam: torch's fused Adam arithmetic, bit for bit, also after a compaction."""
     from jukemir.probe.adam import StackAdam, make_adam
@@ -482,10 +490,7 @@ def test_stack_adam_is_torch_fused_adam():
         [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()], fused=True
     )
     for step in range(6):
-        for a, b in zip(sum(ours, []), sum(ref, [])):
-            g = torch.randn(a.shape, generator=gen)
-            a.grad.copy_(g)
-            b.grad.copy_(g)
+        _same_random_grads(ours, ref, gen)
         opt.step()
         ref_opt.step()
         if step == 2:  # drop configs 0 and 2 and carry the others' state, as _Stack._compact does
@@ -539,10 +544,7 @@ def test_stack_adam_fails_over_mid_update_to_torch_adam(monkeypatch):
 
     def six_updates():
         for _ in range(6):
-            for a, b in zip(sum(ours, []), sum(ref, [])):
-                g = torch.randn(a.shape, generator=gen)
-                a.grad.copy_(g)
-                b.grad.copy_(g)
+            _same_random_grads(ours, ref, gen)
             opt.step()
             ref_opt.step()
 
